@@ -1,0 +1,100 @@
+"""Every setting of the gateway, read once from the environment and passed down.
+
+The first six names are the original service's contract (same names, meanings and defaults); the rest are
+new. Nothing else in the package reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ReasoningLevel = Literal["low", "medium", "high"]
+REASONING_LEVELS: tuple[ReasoningLevel, ...] = ("low", "medium", "high")
+PATCH = 28  # Qwen2.5-VL: one visual token per 28x28 pixels (14-px patches, 2x2 merge)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    # --- the original service's variables -------------------------------------------------------------
+    aws_region: str = Field("us-east-1", alias="AWS_REGION")
+    vlm_model_id: str = Field("Qwen/Qwen2.5-VL-7B-Instruct", alias="VLM_MODEL_ID")
+    vlm_load_8bit: bool = Field(False, alias="VLM_LOAD_8BIT")
+    use_gpt_oss: bool = Field(False, alias="USE_GPT_OSS")
+    gpt_oss_model_id: str = Field("openai/gpt-oss-120b", alias="GPT_OSS_MODEL_ID")
+    gpt_oss_reasoning_level: ReasoningLevel = Field("medium", alias="GPT_OSS_REASONING_LEVEL")
+
+    # --- backends ---------------------------------------------------------------------------------------
+    vlm_base_url: str = Field("http://localhost:8001/v1", alias="VLM_BASE_URL")
+    gpt_oss_base_url: str = Field("http://localhost:8002/v1", alias="GPT_OSS_BASE_URL")
+    vlm_api_key: SecretStr | None = Field(None, alias="VLM_API_KEY")
+    gpt_oss_api_key: SecretStr | None = Field(None, alias="GPT_OSS_API_KEY")
+    vlm_device: str = Field("cuda", alias="VLM_DEVICE")
+    vlm_temperature: float = Field(0.0, alias="VLM_TEMPERATURE", ge=0.0, le=2.0)
+    vlm_max_tokens: int = Field(1536, alias="VLM_MAX_TOKENS", ge=16)
+    gpt_oss_max_tokens: int = Field(2048, alias="GPT_OSS_MAX_TOKENS", ge=64)
+    vlm_structured: bool = Field(True, alias="VLM_STRUCTURED")
+    grounding: Literal["strict", "off"] = Field("strict", alias="GROUNDING")
+    styles_file: Path | None = Field(None, alias="STYLES_FILE")
+    vlm_timeout_s: float = Field(60.0, alias="VLM_TIMEOUT_S", gt=0)
+    gpt_oss_timeout_s: float = Field(120.0, alias="GPT_OSS_TIMEOUT_S", gt=0)
+    backend_max_attempts: int = Field(3, alias="BACKEND_MAX_ATTEMPTS", ge=1, le=10)
+    max_concurrency: int = Field(64, alias="MAX_CONCURRENCY", ge=1)
+
+    # --- S3 and images ---------------------------------------------------------------------------------
+    s3_endpoint_url: str | None = Field(None, alias="S3_ENDPOINT_URL")
+    s3_timeout_s: float = Field(10.0, alias="S3_TIMEOUT_S", gt=0)
+    max_image_bytes: int = Field(20_971_520, alias="MAX_IMAGE_BYTES", gt=0)
+    max_image_pixels: int = Field(100_000_000, alias="MAX_IMAGE_PIXELS", gt=0)
+    vlm_max_pixels: int = Field(1280 * PATCH * PATCH, alias="VLM_MAX_PIXELS", ge=PATCH * PATCH)
+    vlm_min_pixels: int = Field(4 * PATCH * PATCH, alias="VLM_MIN_PIXELS", ge=PATCH * PATCH)
+    max_concurrent_images: int = Field(4, alias="MAX_CONCURRENT_IMAGES", ge=1)
+
+    # --- the HTTP server -------------------------------------------------------------------------------
+    api_keys: SecretStr | None = Field(None, alias="API_KEYS")
+    host: str = Field("0.0.0.0", alias="HOST")  # noqa: S104 - a container's server listens on all interfaces
+    port: int = Field(8000, alias="PORT", ge=1, le=65535)
+    workers: int = Field(1, alias="WORKERS", ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="LOG_LEVEL")
+
+    @field_validator("gpt_oss_reasoning_level", mode="before")
+    @classmethod
+    def _reasoning_level(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in REASONING_LEVELS:
+            return value.strip().lower()
+        raise ValueError(f"GPT_OSS_REASONING_LEVEL must be one of low, medium, high (got {value!r})")
+
+    @field_validator("vlm_base_url", "gpt_oss_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must be an http(s) URL such as http://localhost:8001/v1 (got {value!r})")
+        return value.rstrip("/")
+
+    @field_validator("s3_endpoint_url", "vlm_api_key", "gpt_oss_api_key", "api_keys", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # docker compose passes `VAR=` for an unset variable; treat it as not configured.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _pixel_budget(self) -> Settings:
+        if self.vlm_min_pixels > self.vlm_max_pixels:
+            raise ValueError("VLM_MIN_PIXELS must not exceed VLM_MAX_PIXELS")
+        return self
+
+    @cached_property
+    def api_key_list(self) -> tuple[str, ...]:
+        if self.api_keys is None:
+            return ()
+        return tuple(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
+
+    @property
+    def backend_name(self) -> str:
+        """The original /health `backend`: the model's short name, lower-case (qwen2.5-vl-7b-instruct)."""
+        return self.vlm_model_id.rsplit("/", 1)[-1].lower()
