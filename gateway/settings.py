@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     port: int = Field(8000, alias="PORT", ge=1, le=65535)
     workers: int = Field(1, alias="WORKERS", ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="LOG_LEVEL")
+    prometheus_multiproc_dir: str | None = Field(None, alias="PROMETHEUS_MULTIPROC_DIR")
 
     @field_validator("gpt_oss_reasoning_level", mode="before")
     @classmethod

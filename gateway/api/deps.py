@@ -1,0 +1,53 @@
+"""Dependencies the routes inject: the pipeline and settings the lifespan built, and the API-key check."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import CaptionPipeline
+from gateway.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False, description="One of API_KEYS, when that setting is set")
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_pipeline(request: Request) -> CaptionPipeline:
+    pipeline: CaptionPipeline = request.app.state.pipeline
+    return pipeline
+
+
+def get_metrics(request: Request) -> GatewayMetrics:
+    metrics: GatewayMetrics = request.app.state.metrics
+    return metrics
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+PipelineDep = Annotated[CaptionPipeline, Depends(get_pipeline)]
+MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]
+
+
+def require_api_key(
+    settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    keys = settings.api_key_list
+    if not keys:
+        return
+    offered = credentials.credentials.encode() if credentials else b""
+    # Compare against every key in constant time, so timing tells nothing about which prefix matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(offered, key.encode())
+    if not matched:
+        raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
+
+
+ApiKeyDep = Depends(require_api_key)

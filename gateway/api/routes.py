@@ -1,0 +1,77 @@
+"""The HTTP routes: thin adapters from HTTP to the caption pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from gateway.api.deps import ApiKeyDep, MetricsDep, PipelineDep, SettingsDep
+from gateway.api.errors import ERROR_RESPONSES
+from gateway.api.schemas import BackendStatus, CaptionIn, CaptionOut, HealthOut, LiveOut, StylesOut
+from gateway.languages import LANGUAGES
+from gateway.pipeline import StageTimings
+
+router = APIRouter()
+
+
+@router.post(
+    "/caption",
+    response_model=CaptionOut,
+    response_model_exclude_none=True,
+    responses=ERROR_RESPONSES,
+    dependencies=[ApiKeyDep],
+)
+async def caption(body: CaptionIn, request: Request, pipeline: PipelineDep) -> CaptionOut:
+    timings = StageTimings()
+    request.state.timings = timings  # the access log reports them, for failed requests too
+    result = await pipeline.caption(body.to_request(), timings)
+    return CaptionOut.from_result(result)
+
+
+@router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
+async def health(settings: SettingsDep, pipeline: PipelineDep) -> JSONResponse:
+    """Ready when the VLM answers its own /health; the enhancer is reported but never flips `ok`."""
+    vlm_ok, enhancer_ok = await asyncio.gather(
+        pipeline.vlm.chat.health(), _enhancer_health(settings, pipeline)
+    )
+    body = HealthOut(
+        ok=vlm_ok,
+        backend=settings.backend_name,
+        device=settings.vlm_device,
+        gpt_oss_enabled=settings.use_gpt_oss,
+        gpt_oss_model=settings.gpt_oss_model_id,
+        gpt_oss_reasoning_level=settings.gpt_oss_reasoning_level,
+        vlm_load_8bit=settings.vlm_load_8bit,
+        backends={
+            "vlm": BackendStatus(ok=vlm_ok, enabled=True, model=settings.vlm_model_id),
+            "enhancer": BackendStatus(
+                ok=enhancer_ok, enabled=settings.use_gpt_oss, model=settings.gpt_oss_model_id
+            ),
+        },
+    )
+    return JSONResponse(body.model_dump(), status_code=200 if vlm_ok else 503)
+
+
+async def _enhancer_health(settings: SettingsDep, pipeline: PipelineDep) -> bool | None:
+    # Not checked when disabled globally: a missing gpt-oss host must not slow every probe.
+    return await pipeline.enhancer.chat.health() if settings.use_gpt_oss else None
+
+
+@router.get("/livez", response_model=LiveOut)
+async def livez() -> LiveOut:
+    """Answers while the process runs, whatever the backends do: for orchestrators' liveness probes."""
+    return LiveOut()
+
+
+@router.get("/styles", response_model=StylesOut)
+async def styles(pipeline: PipelineDep) -> StylesOut:
+    return StylesOut(
+        styles={name: style.description for name, style in pipeline.styles.items()}, languages=dict(LANGUAGES)
+    )
+
+
+@router.get("/metrics", response_class=Response, include_in_schema=False)
+async def metrics(metrics: MetricsDep) -> Response:
+    return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

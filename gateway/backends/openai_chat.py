@@ -1,0 +1,211 @@
+"""The one HTTP client for OpenAI-compatible servers (vLLM): retries, timeouts, typed errors.
+
+Modelled on openai-python: an injected ``httpx.AsyncClient``, a short connect timeout, retries only on
+connection errors, 408, 429 and 5xx with capped exponential backoff and jitter (honouring Retry-After),
+and error messages that never carry credentials.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+
+from gateway.errors import BackendBadResponse, BackendTimeout, BackendUnavailable
+
+CONNECT_TIMEOUT_S = 3.0
+HEALTH_TIMEOUT_S = 2.0
+RETRY_BASE_S = 0.25
+RETRY_CAP_S = 4.0
+DEFAULT_RETRY_AFTER_S = 5.0
+MAX_RETRY_AFTER_S = 30.0
+RETRYABLE_STATUS = frozenset({408, 429}) | frozenset(range(500, 600))
+_USERINFO = re.compile(r"//[^/@]*@")
+
+
+def redact_url(url: str) -> str:
+    """Drop ``user:password@`` from a URL before it goes into a log or an error message."""
+    return _USERINFO.sub("//***@", url)
+
+
+def make_http_client(api_key: str | None, timeout_s: float, max_connections: int) -> httpx.AsyncClient:
+    """A pooled keep-alive client for one backend; the app's lifespan owns and closes it."""
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return httpx.AsyncClient(
+        headers=headers,
+        timeout=httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)),
+        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+    )
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """The parts of a chat-completions answer the gateway uses."""
+
+    content: str | None
+    finish_reason: str | None
+    usage: dict[str, int]
+    model: str | None
+    raw_message: dict[str, Any]
+
+
+class _RetryableStatus(Exception):
+    def __init__(self, response: httpx.Response) -> None:
+        super().__init__(f"HTTP {response.status_code}")
+        self.response = response
+
+
+class ChatClient:
+    """Chat completions against one OpenAI-compatible server; ``name`` prefixes error codes."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        http: httpx.AsyncClient,
+        *,
+        max_attempts: int = 3,
+        retry_base_s: float = RETRY_BASE_S,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self._http = http
+        self._max_attempts = max_attempts
+        self._retry_base_s = retry_base_s
+
+    async def complete(self, payload: dict[str, Any]) -> ChatResult:
+        response = await self._post_with_retries(f"{self.base_url}/chat/completions", payload)
+        return self._parse(response)
+
+    async def health(self) -> bool:
+        """vLLM's own ``/health`` sits at the server root, beside ``/v1``."""
+        root = self.base_url.removesuffix("/v1")
+        try:
+            response = await self._http.get(f"{root}/health", timeout=HEALTH_TIMEOUT_S)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    async def _post_with_retries(self, url: str, payload: dict[str, Any]) -> httpx.Response:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._max_attempts),
+            wait=_RetryAfterOrBackoff(self._retry_base_s),
+            retry=retry_if_exception(_is_retryable),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._post_once(url, payload)
+        except _RetryableStatus as exc:
+            raise self._unavailable_status(exc.response) from None
+        except httpx.ConnectTimeout:
+            raise self._unreachable("ConnectTimeout") from None
+        except httpx.TimeoutException as exc:
+            raise BackendTimeout(
+                self.name, f"{self.name} server did not answer in time ({type(exc).__name__})", code="timeout"
+            ) from None
+        except httpx.TransportError as exc:
+            raise self._unreachable(type(exc).__name__) from None
+        raise AssertionError("unreachable")  # pragma: no cover - tenacity either returns or raises
+
+    async def _post_once(self, url: str, payload: dict[str, Any]) -> httpx.Response:
+        response = await self._http.post(url, json=payload)
+        if response.status_code in RETRYABLE_STATUS:
+            raise _RetryableStatus(response)
+        return response
+
+    def _unreachable(self, reason: str) -> BackendUnavailable:
+        return BackendUnavailable(
+            self.name,
+            f"{self.name} server at {redact_url(self.base_url)} is unreachable "
+            f"after {self._max_attempts} attempts ({reason})",
+            code="unavailable",
+            retry_after=DEFAULT_RETRY_AFTER_S,
+        )
+
+    def _unavailable_status(self, response: httpx.Response) -> BackendUnavailable:
+        return BackendUnavailable(
+            self.name,
+            f"{self.name} server answered HTTP {response.status_code} after {self._max_attempts} attempts: "
+            f"{_error_detail(response)}",
+            code="unavailable",
+            retry_after=_retry_after(response) or DEFAULT_RETRY_AFTER_S,
+        )
+
+    def _parse(self, response: httpx.Response) -> ChatResult:
+        if response.status_code >= 400:
+            raise BackendBadResponse(
+                self.name,
+                f"{self.name} server refused the request (HTTP {response.status_code}): "
+                f"{_error_detail(response)}",
+                code="rejected",
+            )
+        try:
+            body = response.json()
+            choice = body["choices"][0]
+            message = choice["message"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise BackendBadResponse(
+                self.name,
+                f"{self.name} server answered something that is not a chat completion",
+                code="bad_response",
+            ) from None
+        usage = body.get("usage") or {}
+        return ChatResult(
+            content=message.get("content"),
+            finish_reason=choice.get("finish_reason"),
+            usage={k: int(v) for k, v in usage.items() if isinstance(v, int)},
+            model=body.get("model"),
+            raw_message=message,
+        )
+
+
+def _is_retryable(exc: BaseException) -> bool:
+    # A read, write or pool timeout means the request may be running on the GPU: a retry would only pile
+    # more work on it. A connect timeout never reached the server and is retried like a refused connection.
+    if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout | httpx.PoolTimeout):
+        return False
+    return isinstance(exc, _RetryableStatus | httpx.TransportError)
+
+
+class _RetryAfterOrBackoff(wait_exponential_jitter):
+    """Exponential backoff with jitter, or the server's Retry-After when it sends a short one."""
+
+    def __init__(self, initial: float) -> None:
+        super().__init__(initial=initial, max=RETRY_CAP_S)
+
+    def __call__(self, retry_state: Any) -> float:
+        outcome = retry_state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        if isinstance(exc, _RetryableStatus):
+            hinted = _retry_after(exc.response)
+            if hinted is not None:
+                return min(hinted, RETRY_CAP_S)
+        return float(super().__call__(retry_state))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        value = float(response.headers.get("retry-after", ""))
+    except ValueError:
+        return None
+    return max(0.0, min(value, MAX_RETRY_AFTER_S))
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """The server's own error message (OpenAI envelope or FastAPI detail), short and single-line."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300].replace("\n", " ") or response.reason_phrase
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            return str(error["message"])[:500]
+        if body.get("message") or body.get("detail"):
+            return str(body.get("message") or body.get("detail"))[:500]
+    return str(body)[:300]

@@ -1,0 +1,75 @@
+"""The gateway's typed errors. The pipeline raises these; ``api/errors.py`` maps them to HTTP once.
+
+Every error carries a stable ``code`` (clients switch on it) and a message that is safe to show: no
+secrets, no image bytes.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the pipeline raises on purpose."""
+
+    code = "gateway_error"
+
+    def __init__(self, message: str, *, code: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.retry_after = retry_after
+
+
+class InvalidInput(GatewayError):
+    """The request itself is wrong (bad S3 URI, unknown style): fix the request."""
+
+    code = "invalid_request"
+
+
+# --- the image source ------------------------------------------------------------------------------------
+class ObjectNotFound(GatewayError):
+    code = "s3_not_found"
+
+
+class AccessDenied(GatewayError):
+    code = "s3_access_denied"
+
+
+class SourceUnavailable(GatewayError):
+    """S3 unreachable, throttling or failing after retries: try again later."""
+
+    code = "s3_unavailable"
+
+
+# --- the image itself --------------------------------------------------------------------------------------
+class ImageTooLarge(GatewayError):
+    """Too many bytes or too many pixels."""
+
+    code = "image_too_large"
+
+
+class UnsupportedImage(GatewayError):
+    """Not an image, an unsupported format, truncated or empty."""
+
+    code = "unsupported_image"
+
+
+# --- the model backends ------------------------------------------------------------------------------------
+class BackendError(GatewayError):
+    """Base for failures of a model server; ``backend`` is ``vlm`` or ``enhancer``."""
+
+    def __init__(self, backend: str, message: str, *, code: str, retry_after: float | None = None) -> None:
+        super().__init__(message, code=f"{backend}_{code}", retry_after=retry_after)
+        self.backend = backend
+
+
+class BackendUnavailable(BackendError):
+    """Unreachable, or 429/5xx after retries: try again later."""
+
+
+class BackendTimeout(BackendError):
+    """No answer within the configured per-attempt timeout."""
+
+
+class BackendBadResponse(BackendError):
+    """The backend refused the request (other 4xx) or answered something unusable."""

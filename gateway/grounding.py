@@ -1,0 +1,73 @@
+"""Checks that an enhanced caption adds nothing the image does not show.
+
+A text-only enhancer never saw the image, so every specific it adds (a brand, a model number, a proper
+noun) must be traceable to the VLM's evidence: text legible in the image or a brand it recognised. A term
+the enhancer listed and a specific it slipped in without listing are checked alike.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+# Languages where a capital letter inside a sentence marks a proper noun. German capitalises every noun and
+# many scripts have no case, so there only model-number-like tokens are checked.
+_CASED_PROPER_NOUNS = frozenset({"en", "fr", "es", "pt", "it", "nl", "sv", "pl", "tr", "id", "vi", "sw"})
+# Punctuation stripped from a token's ends, typographic quotes included.
+_TOKEN_EDGES = "\"'.,;:!?()[]{}\u00ab\u00bb\u201c\u201d\u2018\u2019"  # noqa: S105 - not a password
+_SENTENCE_START = re.compile(r"(?:^|[.!?]\s+)$")
+
+
+@dataclass(frozen=True)
+class AddedTerm:
+    term: str
+    evidence: str
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def _grounded(term: str, sources: Iterable[str]) -> bool:
+    needle = _norm(term)
+    return bool(needle) and any(needle in _norm(source) for source in sources)
+
+
+def _specific_tokens(caption: str, language: str) -> list[str]:
+    """Proper-noun-like and model-number-like tokens: 'Profoto', 'A1X', 'EOS', 'R5', '24-70mm'."""
+    found = []
+    for match in re.finditer(r"\S+", caption):
+        token = match.group().strip(_TOKEN_EDGES)
+        if not token:
+            continue
+        has_digit = any(c.isdigit() for c in token)
+        has_alpha = any(c.isalpha() for c in token)
+        model_number = has_digit and has_alpha
+        sentence_start = bool(_SENTENCE_START.search(caption[: match.start()]))
+        proper_noun = (
+            language in _CASED_PROPER_NOUNS and token[0].isupper() and not sentence_start and len(token) > 1
+        )
+        acronym = has_alpha and len(token) > 1 and token.isupper()
+        if model_number or proper_noun or acronym:
+            found.append(token)
+    return found
+
+
+def ungrounded_terms(
+    *,
+    original: str,
+    enhanced: str,
+    added_terms: list[AddedTerm],
+    visible_text: list[str],
+    brand_names: list[str],
+    language: str = "en",
+) -> list[str]:
+    """The specifics of ``enhanced`` that neither the original caption nor the evidence supports."""
+    # What the VLM said or saw: a term already in its caption is not an addition.
+    sources = [original, *visible_text, *brand_names]
+    unsupported = [t.term for t in added_terms if not _grounded(t.term, sources)]
+    for token in _specific_tokens(enhanced, language):
+        if not _grounded(token, sources) and token not in unsupported:
+            unsupported.append(token)
+    return unsupported

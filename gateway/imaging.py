@@ -1,0 +1,214 @@
+"""Image preparation: the only module that touches Pillow.
+
+Validate, orient, convert to sRGB RGB, fit the VLM's pixel budget on Qwen2.5-VL's 28-px grid and encode
+as JPEG. Three levers keep it cheap (issue 5): a JPEG decoder asked for a reduced size (DCT scaling), a
+resize with ``reducing_gap``, and no work at all for a JPEG that already fits: its bytes go through as
+they are once a reduced decode has proven the stream whole.
+
+Everything here is synchronous CPU work; callers run it in a thread (see ``ImagePreparer``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import math
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TypeVar
+
+import pillow_heif
+from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+
+from gateway.errors import ImageTooLarge, UnsupportedImage
+from gateway.settings import PATCH
+
+# HEIC/HEIF come from pillow-heif; AVIF is Pillow's own. Registering an opener is idempotent.
+pillow_heif.register_heif_opener()
+
+ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
+JPEG_QUALITY = 92
+ORIENTATION_TAG = 0x0112
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class PixelBudget:
+    max_pixels: int
+    min_pixels: int
+    max_source_pixels: int
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    jpeg: bytes
+    width: int
+    height: int
+    source_format: str
+    source_width: int
+    source_height: int
+    passed_through: bool
+
+
+def fit_to_grid(width: int, height: int, budget: PixelBudget, factor: int = PATCH) -> tuple[int, int]:
+    """Qwen2.5-VL's ``smart_resize``: sides on the 28-px grid, area within [min, max], aspect kept."""
+    h = max(factor, round(height / factor) * factor)
+    w = max(factor, round(width / factor) * factor)
+    if h * w > budget.max_pixels:
+        beta = math.sqrt((height * width) / budget.max_pixels)
+        h = max(factor, math.floor(height / beta / factor) * factor)
+        w = max(factor, math.floor(width / beta / factor) * factor)
+    elif h * w < budget.min_pixels:
+        beta = math.sqrt(budget.min_pixels / (height * width))
+        h = math.ceil(height * beta / factor) * factor
+        w = math.ceil(width * beta / factor) * factor
+    return w, h
+
+
+def prepare_image(data: bytes, budget: PixelBudget) -> PreparedImage:
+    if not data:
+        raise UnsupportedImage("the object is empty (0 bytes)", code="image_empty")
+    image = _open(data, budget)
+    try:
+        return _prepare_open(image, data, budget)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc), code="image_too_many_pixels") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        # Pillow reports truncated and corrupt streams as OSError (and a few as SyntaxError/ValueError).
+        raise UnsupportedImage(f"the image could not be decoded: {exc}", code="image_corrupt") from None
+    finally:
+        image.close()
+
+
+def _open(data: bytes, budget: PixelBudget) -> Image.Image:
+    try:
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(str(exc), code="image_too_many_pixels") from None
+    except UnidentifiedImageError:
+        raise UnsupportedImage(
+            f"not an image in a supported format ({', '.join(ACCEPTED_FORMATS)})", code="unsupported_image"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise UnsupportedImage(f"the image header could not be read: {exc}", code="image_corrupt") from None
+    # The header is enough to refuse a decompression bomb: nothing has been decoded yet.
+    if image.width * image.height > budget.max_source_pixels:
+        image.close()
+        raise ImageTooLarge(
+            f"the image is {image.width}x{image.height} = {image.width * image.height} pixels; "
+            f"the limit is {budget.max_source_pixels} (MAX_IMAGE_PIXELS)",
+            code="image_too_many_pixels",
+        )
+    return image
+
+
+def _prepare_open(image: Image.Image, data: bytes, budget: PixelBudget) -> PreparedImage:
+    source_format = str(image.format)
+    source_size = image.size
+    orientation = _orientation(image)
+    upright = _upright_size(image.size, orientation)
+    target = fit_to_grid(*upright, budget)
+    if _can_pass_through(image, orientation, budget):
+        _prove_whole(image)
+        return PreparedImage(data, *image.size, source_format, *source_size, passed_through=True)
+    if image.format in ("JPEG", "MPO"):
+        # DCT scaling: decode at 1/2, 1/4 or 1/8 size, never below the target (no upsampling artefacts).
+        image.draft(image.mode, _upright_size(target, orientation))
+    image.load()
+    rgb = _to_srgb_rgb(ImageOps.exif_transpose(image))
+    if rgb.size != target:
+        rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return PreparedImage(_encode_jpeg(rgb), *target, source_format, *source_size, passed_through=False)
+
+
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = image.getexif().get(ORIENTATION_TAG, 1)
+    except Exception:
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
+    # Orientations 5-8 swap width and height.
+    return (size[1], size[0]) if orientation >= 5 else size
+
+
+def _can_pass_through(image: Image.Image, orientation: int, budget: PixelBudget) -> bool:
+    pixels = image.width * image.height
+    return (
+        image.format == "JPEG"
+        and image.mode == "RGB"
+        and orientation == 1
+        and budget.min_pixels <= pixels <= budget.max_pixels
+        and _is_srgb(image.info.get("icc_profile"))
+    )
+
+
+def _prove_whole(image: Image.Image) -> None:
+    """A 1/8-scale decode reads the whole stream: a truncated file fails here, at a fraction of the cost."""
+    image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+    image.load()
+
+
+def _is_srgb(icc: bytes | None) -> bool:
+    if not icc:
+        return True
+    try:
+        description = ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(icc)))
+    except (ImageCms.PyCMSError, OSError):
+        return False
+    return "srgb" in description.lower()
+
+
+@lru_cache(maxsize=1)
+def _srgb_profile() -> ImageCms.ImageCmsProfile:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+
+
+def _to_srgb_rgb(image: Image.Image) -> Image.Image:
+    icc = image.info.get("icc_profile")
+    if icc and not _is_srgb(icc) and image.mode in ("RGB", "CMYK"):
+        try:
+            source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+            converted = ImageCms.profileToProfile(image, source, _srgb_profile(), outputMode="RGB")
+            if converted is not None:
+                return converted
+        except (ImageCms.PyCMSError, OSError):
+            pass  # a broken profile: fall back to Pillow's plain conversion below
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # Transparent areas become white, as most viewers show them, not black.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGB", rgba.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    if image.mode.startswith("I;16"):
+        # 16-bit greyscale: a plain convert would clip everything above 255 to white.
+        image = image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def _encode_jpeg(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="JPEG", quality=JPEG_QUALITY)
+    return out.getvalue()
+
+
+class ImagePreparer:
+    """Runs ``prepare_image`` off the event loop with a bounded number of images in memory at once."""
+
+    def __init__(self, budget: PixelBudget, max_concurrent: int) -> None:
+        self.budget = budget
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="imaging")
+        self.slots = asyncio.Semaphore(max_concurrent)
+
+    async def prepare(self, data: bytes) -> PreparedImage:
+        return await self._run(prepare_image, data, self.budget)
+
+    async def _run(self, func: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

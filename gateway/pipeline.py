@@ -1,0 +1,177 @@
+"""One caption, end to end: S3 -> image preparation -> VLM -> optional enhancer.
+
+Plain async Python with no HTTP in it, so the API, the batch command and a Ray actor call the same
+``CaptionPipeline.caption``. It raises the typed errors of ``gateway.errors``; callers map them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+
+from gateway.backends.enhancer import EnhancementFailed, EnhancerBackend
+from gateway.backends.vlm import Brand, CaptionSpec, VlmBackend, VlmCaption
+from gateway.errors import InvalidInput
+from gateway.grounding import AddedTerm
+from gateway.imaging import ImagePreparer, PreparedImage
+from gateway.languages import LANGUAGES
+from gateway.metrics import GatewayMetrics
+from gateway.settings import ReasoningLevel
+from gateway.sources.s3 import S3Object, S3Source, parse_s3_uri
+from gateway.styles import DEFAULT_STYLE_DETAILED, DEFAULT_STYLE_SHORT, Style
+
+STAGES = ("s3", "image", "vlm", "enhancer")
+
+
+@dataclass(frozen=True)
+class CaptionRequest:
+    s3_uri: str
+    detailed: bool = True
+    use_gpt_oss: bool | None = None
+    reasoning_level: ReasoningLevel | None = None
+    style: str | None = None
+    language: str | None = None
+    prompt: str | None = None
+
+
+@dataclass
+class StageTimings:
+    """Milliseconds per stage; filled as the stages run, so a failed request still reports its timings."""
+
+    ms: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms[name] = round((time.perf_counter() - start) * 1000, 2)
+
+
+@dataclass(frozen=True)
+class CaptionResult:
+    s3_uri: str
+    caption: str
+    enhanced: bool
+    vlm: VlmCaption
+    image: PreparedImage
+    etag: str
+    models: dict[str, str | None]
+    usage: dict[str, dict[str, int]]
+    style: str
+    original_caption: str | None = None
+    enhancement_error: str | None = None
+    added_terms: list[AddedTerm] = field(default_factory=list)
+
+    @property
+    def brands(self) -> list[Brand]:
+        return self.vlm.brands
+
+
+class CaptionPipeline:
+    def __init__(
+        self,
+        *,
+        source: S3Source,
+        preparer: ImagePreparer,
+        vlm: VlmBackend,
+        enhancer: EnhancerBackend,
+        styles: Mapping[str, Style],
+        use_gpt_oss_default: bool,
+        reasoning_level_default: ReasoningLevel,
+        metrics: GatewayMetrics | None = None,
+    ) -> None:
+        self.source = source
+        self.preparer = preparer
+        self.vlm = vlm
+        self.enhancer = enhancer
+        self.styles = styles
+        self.use_gpt_oss_default = use_gpt_oss_default
+        self.reasoning_level_default = reasoning_level_default
+        self.metrics = metrics
+
+    def spec_for(self, request: CaptionRequest) -> CaptionSpec:
+        """Validates the request's style and language before any backend is called."""
+        name = request.style or (DEFAULT_STYLE_DETAILED if request.detailed else DEFAULT_STYLE_SHORT)
+        if name not in self.styles:
+            raise InvalidInput(
+                f"unknown style {name!r}; valid styles: {', '.join(sorted(self.styles))}",
+                code="unknown_style",
+            )
+        language = (request.language or "en").lower()
+        if language not in LANGUAGES:
+            raise InvalidInput(
+                f"unsupported language {request.language!r}; supported: {', '.join(LANGUAGES)}",
+                code="unsupported_language",
+            )
+        return CaptionSpec(self.styles[name], language, request.prompt)
+
+    async def caption(self, request: CaptionRequest, timings: StageTimings | None = None) -> CaptionResult:
+        timings = timings if timings is not None else StageTimings()
+        location = parse_s3_uri(request.s3_uri)
+        spec = self.spec_for(request)
+        # One slot covers download and decode, so memory holds at most that many images at once.
+        async with self.preparer.slots:
+            with self._in_flight(), timings.stage("s3"):
+                obj = await self.source.fetch(location)
+            with self._in_flight(), timings.stage("image"):
+                image = await self.preparer.prepare(obj.data)
+        if self.metrics:
+            self.metrics.vlm_bytes.inc(len(image.jpeg))
+            if image.passed_through:
+                self.metrics.passed_through.inc()
+        with timings.stage("vlm"):
+            vlm = await self.vlm.describe(image, spec)
+        result = self._result(request, spec, obj, image, vlm)
+        if request.use_gpt_oss if request.use_gpt_oss is not None else self.use_gpt_oss_default:
+            with timings.stage("enhancer"):
+                result = await self._enhance(result, request, spec)
+        return result
+
+    @contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        if self.metrics is None:
+            yield
+            return
+        with self.metrics.images_in_flight.track_inprogress():
+            yield
+
+    def _result(
+        self, request: CaptionRequest, spec: CaptionSpec, obj: S3Object, image: PreparedImage, vlm: VlmCaption
+    ) -> CaptionResult:
+        return CaptionResult(
+            s3_uri=request.s3_uri,
+            caption=vlm.caption,
+            enhanced=False,
+            vlm=vlm,
+            image=image,
+            etag=obj.etag,
+            models={"vlm": self.vlm.model, "enhancer": None},
+            usage={"vlm": vlm.usage},
+            style=spec.style.name,
+        )
+
+    async def _enhance(
+        self, result: CaptionResult, request: CaptionRequest, spec: CaptionSpec
+    ) -> CaptionResult:
+        level = request.reasoning_level or self.reasoning_level_default
+        models = {**result.models, "enhancer": self.enhancer.model}
+        try:
+            enhancement = await self.enhancer.enhance(
+                result.vlm, level, spec.language, max_chars=max(spec.style.caption_max_chars * 2, 200)
+            )
+        except EnhancementFailed as exc:
+            # The caption is never lost because the second stage failed.
+            return replace(result, models=models, enhancement_error=f"{exc.code}: {exc.message}")
+        return replace(
+            result,
+            caption=enhancement.caption,
+            original_caption=result.caption,
+            enhanced=True,
+            added_terms=enhancement.added_terms,
+            models=models,
+            usage={**result.usage, "enhancer": enhancement.usage},
+        )

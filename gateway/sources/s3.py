@@ -1,0 +1,188 @@
+"""S3 reads: the only module that talks to S3 (aiobotocore).
+
+One GET per image, streamed with a size cap so an oversized object is refused before it is held whole.
+Retries are ours (tenacity, the same policy as the model backends), so botocore's own are switched off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectionError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+
+from gateway.errors import AccessDenied, ImageTooLarge, InvalidInput, ObjectNotFound, SourceUnavailable
+from gateway.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_s3 import S3Client
+
+CONNECT_TIMEOUT_S = 3.0
+CHUNK_BYTES = 256 * 1024
+MAX_ATTEMPTS = 3
+RETRY_AFTER_S = 2.0
+
+# Bucket names per S3's rules (3-63 chars, lower-case, digits, dots, hyphens); keys are anything non-empty.
+_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(?P<key>.+)$")
+_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
+_DENIED = {
+    "AccessDenied",
+    "403",
+    "Forbidden",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "AllAccessDisabled",
+    "AccountProblem",
+}
+
+
+@dataclass(frozen=True)
+class S3Location:
+    bucket: str
+    key: str
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class S3Object:
+    location: S3Location
+    data: bytes
+    etag: str
+    content_type: str | None
+
+
+class _Retryable(Exception):
+    """Internal marker: a transient S3 failure worth another attempt."""
+
+
+def parse_s3_uri(uri: str) -> S3Location:
+    match = _URI.match(uri.strip()) if isinstance(uri, str) else None
+    if match is None:
+        raise InvalidInput(f"not a valid S3 URI: {uri!r}; expected s3://bucket/key", code="invalid_s3_uri")
+    return S3Location(match["bucket"], match["key"])
+
+
+def _client_config(settings: Settings) -> AioConfig:
+    return AioConfig(
+        signature_version="s3v4",
+        connect_timeout=min(CONNECT_TIMEOUT_S, settings.s3_timeout_s),
+        read_timeout=settings.s3_timeout_s,
+        retries={"total_max_attempts": 1},
+        max_pool_connections=settings.max_concurrency,
+    )
+
+
+@asynccontextmanager
+async def open_s3_client(settings: Settings) -> AsyncIterator[S3Client]:
+    """An S3 client for the app's lifetime; the normal AWS credential chain applies."""
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(
+            get_session().create_client(
+                "s3",
+                region_name=settings.aws_region,
+                endpoint_url=settings.s3_endpoint_url,
+                config=_client_config(settings),
+            )
+        )
+        yield client
+
+
+class S3Source:
+    def __init__(self, client: S3Client, *, max_bytes: int, timeout_s: float, retry_base_s: float = 0.2):
+        self._client = client
+        self._max_bytes = max_bytes
+        self._timeout_s = timeout_s
+        self._retry_base_s = retry_base_s
+
+    async def fetch(self, location: S3Location) -> S3Object:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(MAX_ATTEMPTS),
+            wait=wait_exponential_jitter(initial=self._retry_base_s, max=2.0),
+            retry=retry_if_exception_type(_Retryable),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    return await self._fetch_once(location)
+        except _Retryable as exc:
+            raise SourceUnavailable(
+                f"S3 is unreachable or throttling for {location.uri} after {MAX_ATTEMPTS} attempts: {exc}",
+                retry_after=RETRY_AFTER_S,
+            ) from None
+        raise AssertionError("unreachable")  # pragma: no cover - tenacity either returns or raises
+
+    async def _fetch_once(self, location: S3Location) -> S3Object:
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._client.get_object(Bucket=location.bucket, Key=location.key)
+                self._check_size(location, response.get("ContentLength"))
+                data = await self._read_capped(location, response["Body"])
+        except TimeoutError:
+            raise _Retryable(f"no complete answer within {self._timeout_s:g} s") from None
+        except ClientError as exc:
+            raise _client_error(location, exc) from None
+        except (NoCredentialsError, PartialCredentialsError):
+            raise AccessDenied(
+                f"the gateway has no usable AWS credentials to read {location.uri}; "
+                "configure the AWS credential chain (environment, profile or instance role)",
+                code="s3_no_credentials",
+            ) from None
+        except (ConnectionError, HTTPClientError, OSError) as exc:
+            raise _Retryable(type(exc).__name__) from None
+        except BotoCoreError as exc:
+            raise SourceUnavailable(f"S3 client error for {location.uri}: {type(exc).__name__}") from None
+        return S3Object(location, data, str(response.get("ETag", "")).strip('"'), response.get("ContentType"))
+
+    def _check_size(self, location: S3Location, length: int | None) -> None:
+        if length is not None and length > self._max_bytes:
+            raise ImageTooLarge(
+                f"{location.uri} is {length} bytes; the limit is {self._max_bytes} (MAX_IMAGE_BYTES)",
+                code="image_too_large",
+            )
+
+    async def _read_capped(self, location: S3Location, body: Any) -> bytes:
+        # The size header can be absent or wrong; the cap holds while reading too.
+        buffer = bytearray()
+        async with body as stream:
+            while chunk := await stream.read(CHUNK_BYTES):
+                buffer += chunk
+                if len(buffer) > self._max_bytes:
+                    self._check_size(location, len(buffer))
+        return bytes(buffer)
+
+
+def _client_error(location: S3Location, exc: ClientError) -> Exception:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    if code in _NOT_FOUND or status == 404:
+        what = "bucket" if code == "NoSuchBucket" else "object"
+        return ObjectNotFound(f"no such {what}: {location.uri}")
+    if code in _DENIED or status == 403:
+        return AccessDenied(
+            f"S3 refused access to {location.uri} ({code or status}): a credentials or permission "
+            "problem; check the gateway's AWS credentials and the bucket policy"
+        )
+    if status in (408, 429) or status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout"}:
+        return _Retryable(f"S3 answered {status} {code}")
+    return SourceUnavailable(f"S3 refused the request for {location.uri}: {code or status}")
