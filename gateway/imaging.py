@@ -28,7 +28,7 @@ from gateway.settings import PATCH
 # HEIC/HEIF come from pillow-heif; AVIF is Pillow's own. Registering an opener is idempotent.
 pillow_heif.register_heif_opener()
 
-ACCEPTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
+ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
 JPEG_QUALITY = 92
 ORIENTATION_TAG = 0x0112
 T = TypeVar("T")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential, wait_random
 
 from gateway.errors import BackendBadResponse, BackendTimeout, BackendUnavailable
 
@@ -172,11 +172,11 @@ def _is_retryable(exc: BaseException) -> bool:
     return isinstance(exc, _RetryableStatus | httpx.TransportError)
 
 
-class _RetryAfterOrBackoff(wait_exponential_jitter):
-    """Exponential backoff with jitter, or the server's Retry-After when it sends a short one."""
+class _RetryAfterOrBackoff:
+    """Capped exponential backoff with jitter, or the server's Retry-After when it sends a short one."""
 
     def __init__(self, initial: float) -> None:
-        super().__init__(initial=initial, max=RETRY_CAP_S)
+        self._backoff = wait_exponential(multiplier=initial, max=RETRY_CAP_S) + wait_random(0, initial)
 
     def __call__(self, retry_state: Any) -> float:
         outcome = retry_state.outcome
@@ -185,7 +185,7 @@ class _RetryAfterOrBackoff(wait_exponential_jitter):
             hinted = _retry_after(exc.response)
             if hinted is not None:
                 return min(hinted, RETRY_CAP_S)
-        return float(super().__call__(retry_state))
+        return float(self._backoff(retry_state))
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -23,7 +23,13 @@ from botocore.exceptions import (
     NoCredentialsError,
     PartialCredentialsError,
 )
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+    wait_random,
+)
 
 from gateway.errors import AccessDenied, ImageTooLarge, InvalidInput, ObjectNotFound, SourceUnavailable
 from gateway.settings import Settings
@@ -116,7 +122,8 @@ class S3Source:
     async def fetch(self, location: S3Location) -> S3Object:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(MAX_ATTEMPTS),
-            wait=wait_exponential_jitter(initial=self._retry_base_s, max=2.0),
+            wait=wait_exponential(multiplier=self._retry_base_s, max=2.0)
+            + wait_random(0, self._retry_base_s),
             retry=retry_if_exception_type(_Retryable),
             reraise=True,
         )

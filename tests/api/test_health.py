@@ -1,0 +1,56 @@
+"""GET /health keeps the original keys; readiness follows the VLM only. GET /livez always answers."""
+
+from __future__ import annotations
+
+from tests.conftest import GatewayFactory
+from tests.support.fake_openai import FakeOpenAI
+from tests.support.s3_server import free_port
+
+ORIGINAL_KEYS = {"ok", "backend", "device", "gpt_oss_enabled", "gpt_oss_model", "gpt_oss_reasoning_level"}
+
+
+async def test_health_has_the_original_keys_and_values(gateway: GatewayFactory) -> None:
+    async with gateway(USE_GPT_OSS=True, GPT_OSS_REASONING_LEVEL="high") as client:
+        response = await client.get("/health")
+    body = response.json()
+    assert response.status_code == 200
+    assert set(body) >= ORIGINAL_KEYS
+    assert body["ok"] is True
+    assert body["backend"] == "qwen2.5-vl-7b-instruct"
+    assert body["device"] == "cuda"
+    assert body["gpt_oss_enabled"] is True
+    assert body["gpt_oss_model"] == "openai/gpt-oss-120b"
+    assert body["gpt_oss_reasoning_level"] == "high"
+    assert body["vlm_load_8bit"] is False
+    assert body["backends"]["vlm"]["ok"] is True
+    assert body["backends"]["enhancer"]["ok"] is True
+
+
+async def test_health_is_503_when_the_vlm_is_down(gateway: GatewayFactory, fake_vlm: FakeOpenAI) -> None:
+    fake_vlm.healthy = False
+    async with gateway() as client:
+        down = await client.get("/health")
+        live = await client.get("/livez")
+        fake_vlm.healthy = True
+        up = await client.get("/health")
+    assert down.status_code == 503
+    assert down.json()["ok"] is False
+    assert live.status_code == 200
+    assert up.status_code == 200
+
+
+async def test_enhancer_down_does_not_flip_ok(gateway: GatewayFactory) -> None:
+    async with gateway(USE_GPT_OSS=True, GPT_OSS_BASE_URL=f"http://127.0.0.1:{free_port()}/v1") as client:
+        response = await client.get("/health")
+    assert response.status_code == 200
+    assert response.json()["ok"] is True
+    assert response.json()["backends"]["enhancer"]["ok"] is False
+
+
+async def test_metrics_count_requests_and_stages(gateway: GatewayFactory) -> None:
+    async with gateway() as client:
+        await client.post("/caption", json={"s3_uri": "s3://test-bucket/in-budget.jpg"})
+        text = (await client.get("/metrics")).text
+    assert 'florence_requests_total{route="/caption",status="200"} 1.0' in text
+    assert 'florence_stage_seconds_count{stage="vlm"} 1.0' in text
+    assert "florence_vlm_image_bytes_total" in text

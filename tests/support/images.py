@@ -1,0 +1,93 @@
+"""Generated test images: every format and every failure the gateway must handle."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import pillow_heif
+from PIL import Image
+
+RED = (220, 30, 30)
+BLUE = (30, 30, 220)
+GREEN = (30, 200, 30)
+
+
+def _save(image: Image.Image, fmt: str, **params: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=fmt, **params)
+    return out.getvalue()
+
+
+def jpeg_rotated() -> bytes:
+    """Stored 400x200, red left half and blue right; EXIF orientation 6 shows it 200x400, red on top."""
+    image = Image.new("RGB", (400, 200), BLUE)
+    image.paste(RED, (0, 0, 200, 200))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return _save(image, "JPEG", quality=95, exif=exif.tobytes())
+
+
+def jpeg_cmyk() -> bytes:
+    return _save(Image.new("CMYK", (300, 200), (0, 255, 255, 0)), "JPEG", quality=95)  # red in CMYK
+
+
+def png_alpha() -> bytes:
+    image = Image.new("RGBA", (300, 200), (0, 0, 0, 0))  # transparent black: must become white
+    image.paste((*GREEN, 255), (0, 0, 150, 200))
+    return _save(image, "PNG")
+
+
+def webp() -> bytes:
+    return _save(Image.new("RGB", (320, 240), GREEN), "WEBP", quality=90)
+
+
+def gif_animated() -> bytes:
+    frames = [Image.new("RGB", (200, 200), color).convert("P") for color in (GREEN, BLUE)]
+    return _save(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+
+
+def heic() -> bytes:
+    heif = pillow_heif.from_pillow(Image.new("RGB", (320, 240), BLUE))
+    out = io.BytesIO()
+    heif.save(out, quality=90)
+    return out.getvalue()
+
+
+def avif() -> bytes:
+    return _save(Image.new("RGB", (320, 240), RED), "AVIF", quality=90)
+
+
+def bmp() -> bytes:
+    return _save(Image.new("RGB", (64, 48), RED), "BMP")
+
+
+def tiff() -> bytes:
+    return _save(Image.new("RGB", (64, 48), BLUE), "TIFF")
+
+
+def photo(width: int, height: int, quality: int = 92) -> bytes:
+    """A JPEG with detail (a gradient and noise), so its size and decode cost are photo-like."""
+    gradient = Image.linear_gradient("L").resize((width, height))
+    noise = Image.effect_noise((width, height), 64)
+    image = Image.merge("RGB", (gradient, noise, gradient.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+    return _save(image, "JPEG", quality=quality)
+
+
+def pixel_bomb(width: int = 40_000, height: int = 40_000) -> bytes:
+    """A tiny PNG whose header claims ``width`` x ``height`` pixels: refused before any decoding."""
+    png = bytearray(_save(Image.new("1", (8, 8)), "PNG"))
+    ihdr = png.index(b"IHDR")
+    png[ihdr + 4 : ihdr + 12] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(png[ihdr : ihdr + 17]))
+    png[ihdr + 17 : ihdr + 21] = struct.pack(">I", crc)
+    return bytes(png)
+
+
+def truncated_jpeg() -> bytes:
+    whole = photo(640, 480)
+    return whole[: len(whole) // 2]
+
+
+NOT_AN_IMAGE = b"this is a text file wearing a .jpg name\n" * 10

@@ -1,0 +1,42 @@
+"""The grounding check: specifics the image does not support are refused, listed or not."""
+
+from __future__ import annotations
+
+from gateway.grounding import AddedTerm, ungrounded_terms
+
+ORIGINAL = "A photographer holds a camera in a studio with softbox lighting."
+
+
+def check(enhanced: str, added: list[AddedTerm], visible: list[str], brands: list[str]) -> list[str]:
+    return ungrounded_terms(
+        original=ORIGINAL, enhanced=enhanced, added_terms=added, visible_text=visible, brand_names=brands
+    )
+
+
+def test_invented_brand_and_model_are_refused() -> None:
+    enhanced = "A photographer holds a Canon EOS R5 in a studio lit by Profoto A1X flash units."
+    found = check(enhanced, [AddedTerm("Profoto A1X", "looks like one")], [], [])
+    assert "Profoto A1X" in found
+    assert {"Canon", "EOS", "R5"} <= set(found)  # not listed by the enhancer, caught anyway
+
+
+def test_terms_backed_by_visible_text_or_brands_pass() -> None:
+    enhanced = "A photographer holds a Canon EOS R5 camera in a studio with softbox lighting."
+    added = [AddedTerm("Canon EOS R5", "text on the camera body")]
+    assert check(enhanced, added, ["Canon EOS R5"], ["Canon"]) == []
+
+
+def test_plain_rewording_passes() -> None:
+    assert check("In a studio, a photographer holds a camera under softbox light.", [], [], []) == []
+
+
+def test_german_nouns_are_not_proper_nouns() -> None:
+    found = ungrounded_terms(
+        original="Ein Fotograf im Studio.",
+        enhanced="Ein Fotograf hält eine Kamera im Studio.",
+        added_terms=[],
+        visible_text=[],
+        brand_names=[],
+        language="de",
+    )
+    assert found == []

@@ -1,0 +1,50 @@
+"""Settings: the original names and defaults, and a refusal to start on a bad value."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.cli import main
+from gateway.settings import Settings
+
+
+def test_original_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_REGION", "VLM_MODEL_ID", "USE_GPT_OSS", "GPT_OSS_REASONING_LEVEL", "VLM_LOAD_8BIT"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings()
+    assert settings.aws_region == "us-east-1"
+    assert settings.vlm_model_id == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert settings.vlm_load_8bit is False
+    assert settings.use_gpt_oss is False
+    assert settings.gpt_oss_model_id == "openai/gpt-oss-120b"
+    assert settings.gpt_oss_reasoning_level == "medium"
+    assert settings.vlm_max_pixels == 1003520
+    assert settings.max_image_bytes == 20971520
+
+
+def test_env_names_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USE_GPT_OSS", "true")
+    monkeypatch.setenv("GPT_OSS_REASONING_LEVEL", "High")
+    monkeypatch.setenv("VLM_LOAD_8BIT", "true")
+    monkeypatch.setenv("API_KEYS", "a, b,,")
+    settings = Settings()
+    assert settings.use_gpt_oss is True
+    assert settings.gpt_oss_reasoning_level == "high"
+    assert settings.vlm_load_8bit is True
+    assert settings.api_key_list == ("a", "b")
+
+
+def test_bad_reasoning_level_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("GPT_OSS_REASONING_LEVEL", "extreme")
+    with pytest.raises(ValidationError):
+        Settings()
+    assert main(["serve"]) == 2
+    assert "low, medium, high" in capsys.readouterr().err
+
+
+def test_secrets_do_not_print(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLM_API_KEY", "sk-very-secret")
+    assert "sk-very-secret" not in repr(Settings())
