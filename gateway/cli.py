@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 import logging
 import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import uvicorn
 from pydantic import ValidationError
 
-from gateway.settings import Settings
+from gateway.settings import REASONING_LEVELS, Settings
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -33,6 +36,33 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.app import open_pipeline
+    from gateway.evaluation import evaluate, read_labels
+    from gateway.pipeline import CaptionRequest
+
+    try:
+        labels = read_labels(Path(args.labels))
+    except (OSError, ValueError) as exc:
+        print(f"florence-tagger eval: {exc}", file=sys.stderr)
+        return 1
+    template = CaptionRequest(
+        s3_uri="", use_gpt_oss=args.use_gpt_oss, reasoning_level=args.reasoning_level, style=args.style
+    )
+
+    async def run() -> dict[str, object]:
+        async with open_pipeline(settings) as pipeline:
+            report = await evaluate(pipeline, labels, template, args.concurrency)
+        return report.summary()
+
+    summary = asyncio.run(run())
+    text = json.dumps(summary, indent=2, ensure_ascii=False)
+    if args.out:
+        Path(args.out).write_text(text + "\n", "utf-8")
+    print(text)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="florence-tagger", description="Self-hosted image captioning gateway"
@@ -43,6 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (PORT, default 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (WORKERS, default 1); one per core")
     serve.set_defaults(handler=_serve)
+    evaluation = sub.add_parser(
+        "eval", help="run a labelled JSONL set through the model servers and score it"
+    )
+    evaluation.add_argument("labels", help='JSONL: {"s3_uri": ..., "visible_text": [...], "brands": [...]}')
+    evaluation.add_argument("--style", help="caption style (default: detailed)")
+    evaluation.add_argument(
+        "--use-gpt-oss",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="enhance (default: USE_GPT_OSS)",
+    )
+    evaluation.add_argument("--reasoning-level", choices=REASONING_LEVELS)
+    evaluation.add_argument("--concurrency", type=int, default=4)
+    evaluation.add_argument("--out", help="also write the JSON report here")
+    evaluation.set_defaults(handler=_eval)
     return parser
 
 

@@ -34,7 +34,7 @@ def _grounded(term: str, sources: Iterable[str]) -> bool:
     return bool(needle) and any(needle in _norm(source) for source in sources)
 
 
-def _specific_tokens(caption: str, language: str) -> list[str]:
+def specific_tokens(caption: str, language: str) -> list[str]:
     """Proper-noun-like and model-number-like tokens: 'Profoto', 'A1X', 'EOS', 'R5', '24-70mm'."""
     found = []
     for match in re.finditer(r"\S+", caption):
@@ -67,7 +67,7 @@ def ungrounded_terms(
     # What the VLM said or saw: a term already in its caption is not an addition.
     sources = [original, *visible_text, *brand_names]
     unsupported = [t.term for t in added_terms if not _grounded(t.term, sources)]
-    for token in _specific_tokens(enhanced, language):
+    for token in specific_tokens(enhanced, language):
         if not _grounded(token, sources) and token not in unsupported:
             unsupported.append(token)
     return unsupported

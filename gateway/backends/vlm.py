@@ -54,6 +54,7 @@ class VlmCaption:
     brands: list[Brand] = field(default_factory=list)
     colors: list[str] = field(default_factory=list)
     usage: dict[str, int] = field(default_factory=dict)
+    raw: dict[str, Any] | None = field(default=None, repr=False)  # the JSON as the VLM sent it, for eval
 
 
 def caption_schema(style: Style) -> dict[str, Any]:
@@ -197,6 +198,7 @@ def parse_structured(result: ChatResult) -> VlmCaption:
         brands=_brands(data.get("brands")),
         colors=[c.lower() for c in _strings(data.get("colors"))],
         usage=result.usage,
+        raw=data,
     )
 
 

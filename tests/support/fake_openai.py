@@ -41,7 +41,7 @@ class Reply:
 def structured(caption: str = "A red bicycle leans against a brick wall.", **fields: Any) -> str:
     body = {
         "caption": caption,
-        "keywords": ["bicycle", "wall"],
+        "keywords": ["bicycle", "wall", "brick", "street", "red"],
         "visible_text": [],
         "brands": [],
         "colors": ["red"],
