@@ -36,7 +36,7 @@ class Settings(BaseSettings):
     gpt_oss_api_key: SecretStr | None = Field(None, alias="GPT_OSS_API_KEY")
     vlm_device: str = Field("cuda", alias="VLM_DEVICE")
     vlm_temperature: float = Field(0.0, alias="VLM_TEMPERATURE", ge=0.0, le=2.0)
-    vlm_max_tokens: int = Field(1536, alias="VLM_MAX_TOKENS", ge=16)
+    vlm_max_tokens: int = Field(512, alias="VLM_MAX_TOKENS", ge=16)
     gpt_oss_max_tokens: int = Field(2048, alias="GPT_OSS_MAX_TOKENS", ge=64)
     vlm_structured: bool = Field(True, alias="VLM_STRUCTURED")
     grounding: Literal["strict", "off"] = Field("strict", alias="GROUNDING")
