@@ -6,7 +6,8 @@ from pathlib import Path
 
 from gateway.settings import Settings
 
-README = (Path(__file__).parents[1] / "README.md").read_text("utf-8")
+ROOT = Path(__file__).parents[1]
+README = (ROOT / "README.md").read_text("utf-8")
 
 
 def test_every_setting_is_documented_in_the_table() -> None:
@@ -18,4 +19,4 @@ def test_every_setting_is_documented_in_the_table() -> None:
 def test_the_two_commands_are_there() -> None:
     assert "`docker compose up -d`" in README
     assert "`scripts/test`" in README
-    assert Path("scripts/test").exists()
+    assert (ROOT / "scripts" / "test").exists()
