@@ -15,6 +15,7 @@ from pathlib import Path
 import uvicorn
 from pydantic import ValidationError
 
+from gateway.batch.cli import add_batch_parser
 from gateway.settings import REASONING_LEVELS, Settings
 
 
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="listen port (PORT, default 8000)")
     serve.add_argument("--workers", type=int, help="worker processes (WORKERS, default 1); one per core")
     serve.set_defaults(handler=_serve)
+    add_batch_parser(sub)
     evaluation = sub.add_parser(
         "eval", help="run a labelled JSONL set through the model servers and score it"
     )
