@@ -138,3 +138,21 @@ async def test_uri_list_source_and_its_resume(
     assert await run(str(listing), str(dest), mode="resume") == 0  # ETags asked with HEAD
     assert fake_vlm.requests == []
     assert len(lines(dest)) == 4
+
+
+async def test_s3_dest_resume_supersedes_changed_images_and_overwrite_starts_over(
+    bucket: BatchBucket, run: RunBatch, fake_vlm: FakeOpenAI
+) -> None:
+    uris = bucket.seed("s/", 12)
+    source, dest = f"s3://{bucket.name}/s/", f"s3://{bucket.name}/out/"
+    assert await run(source, dest) == 0
+    assert bucket.keys("out/") == ["out/part-00001.jsonl"]
+    bucket.put("s/img-0001.jpg", images.photo(120, 90))
+    fake_vlm.requests.clear()
+    assert await run(source, dest, mode="resume") == 0
+    assert len(fake_vlm.requests) == 1
+    assert bucket.keys("out/") == ["out/part-00001.jsonl", "out/part-00002.jsonl"]
+    got = [json.loads(line) for key in bucket.keys("out/") for line in bucket.get(key).decode().splitlines()]
+    assert sorted(r["s3_uri"] for r in got) == sorted(uris)  # the superseded line was compacted away
+    assert await run(source, dest, mode="overwrite") == 0
+    assert bucket.keys("out/") == ["out/part-00001.jsonl"]
