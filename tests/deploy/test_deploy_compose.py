@@ -255,3 +255,24 @@ def test_compose_config_rocm(tmp_path: Path) -> None:
     # everything else is the base file's
     assert services["vlm"]["entrypoint"] == ["/bin/sh", "-ec"]
     assert services["gateway"]["depends_on"] == {"vlm": {"condition": "service_healthy"}}
+
+
+def test_env_example_names_real_variables_with_their_defaults() -> None:
+    example = (ROOT / "deploy" / "compose.env.example").read_text()
+    text = COMPOSE.read_text() + ROCM_OVERRIDE.read_text()
+    defaults = dict(re.findall(r"\$\{([A-Z0-9_]+):-([^}]*)\}", text))
+    known = set(re.findall(r"\$\{([A-Z0-9_]+)", text)) | {
+        key
+        for spec in load()["services"].values()
+        for key, v in (spec.get("environment") or {}).items()
+        if v is None
+    }
+    seen: set[str] = set()
+    for key, value in re.findall(r"^# ([A-Z0-9_]+)=(\S*)", example, flags=re.MULTILINE):
+        assert key in known, f"compose.env.example mentions {key}, which docker-compose.yml does not read"
+        if key not in seen and value and defaults.get(key):
+            assert value == defaults[key], (
+                f"compose.env.example shows {key}={value}, the default is {defaults[key]}"
+            )
+        seen.add(key)
+    assert {"VLM_GPU", "GPT_OSS_GPUS", "VLM_API_KEY", "S3_ENDPOINT_URL"} <= seen
