@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from datetime import UTC, datetime
 from typing import Any
 
 from gateway.batch.output import Mode
-from gateway.batch.runner import EXIT_CANNOT_START, EXIT_INTERRUPTED, BatchOptions, run_batch
+from gateway.batch.runner import EXIT_INTERRUPTED, BatchOptions, run_batch
 from gateway.batch.writeback import parse_modes
 from gateway.pipeline import CaptionRequest
 from gateway.settings import REASONING_LEVELS, Settings
@@ -52,6 +51,8 @@ def add_batch_parser(sub: Any) -> None:
     batch.add_argument("--write-back", type=_write_back, default=frozenset(), help="sidecar,tags,xmp")
     batch.add_argument("--sidecar-prefix", help="s3://bucket/prefix/ for KEY.json (default: beside)")
     batch.add_argument("--engine", choices=("local", "ray"), default="local")
+    batch.add_argument("--ray-actors", type=int, default=2, help="--engine ray: actors in the pool")
+    batch.add_argument("--ray-num-cpus", type=float, help="--engine ray: CPUs of a local cluster")
     batch.add_argument("--log-every", type=int, default=100, help="log line every N images (no terminal)")
     batch.set_defaults(handler=run_batch_command)
 
@@ -77,6 +78,8 @@ def options_from_args(args: argparse.Namespace) -> BatchOptions:
         sidecar_prefix=args.sidecar_prefix,
         modified_since=args.modified_since,
         log_every=args.log_every,
+        ray_actors=max(args.ray_actors, 1),
+        ray_num_cpus=args.ray_num_cpus,
     )
 
 
@@ -90,6 +93,3 @@ def run_batch_command(args: argparse.Namespace, settings: Settings) -> int:
         return asyncio.run(run_batch(options, settings))
     except KeyboardInterrupt:  # Ctrl-C before the run installed its own handler (start-up)
         return EXIT_INTERRUPTED
-    except ImportError as exc:
-        print(f"florence-tagger batch: {exc}", file=sys.stderr)
-        return EXIT_CANNOT_START

@@ -44,6 +44,8 @@ class BatchOptions:
     log_every: int = 100
     progress_bar: bool | None = None  # None: a bar when stderr is a terminal
     page_size: int = 1000
+    ray_actors: int = 2  # --engine ray: actors in the pool, each with `concurrency` images in flight
+    ray_num_cpus: float | None = None  # --engine ray: CPUs of a local cluster (ignored with RAY_ADDRESS)
 
 
 class OutputFailed(Exception):
