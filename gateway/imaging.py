@@ -111,8 +111,8 @@ def _prepare_open(image: Image.Image, data: bytes, budget: PixelBudget) -> Prepa
     upright = _upright_size(image.size, orientation)
     target = fit_to_grid(*upright, budget)
     if _can_pass_through(image, orientation, budget):
-        _prove_whole(image)
-        return PreparedImage(data, *image.size, source_format, *source_size, passed_through=True)
+        _prove_whole(image)  # a reduced decode: ``image.size`` is the draft's now, not the forwarded JPEG's
+        return PreparedImage(data, *source_size, source_format, *source_size, passed_through=True)
     if image.format in ("JPEG", "MPO"):
         # DCT scaling: decode at 1/2, 1/4 or 1/8 size, never below the target (no upsampling artefacts).
         image.draft(image.mode, _upright_size(target, orientation))
