@@ -2,28 +2,17 @@
 
 One GET per image, streamed with a size cap so an oversized object is refused before it is held whole.
 Retries are ours (tenacity, the same policy as the model backends), so botocore's own are switched off.
-
-The GET itself is cheap on purpose (issue 5: the gateway's CPU per request is a budget). A full
-``get_object`` through aiobotocore costs ~3 ms of CPU (event hooks, endpoint rules, signing, response
-parsing, checksums); presigning the same request with the same client (~0.4 ms: botocore still resolves
-the endpoint, addressing style, region and credentials) and sending it on a plain pooled aiohttp session
-(~0.3 ms) does the same GET for a quarter of that. Any answer but 200 goes back through ``get_object``,
-so errors (404, 403, region redirects) are mapped exactly as before; 408, 429 and 5xx are retried. When
-the environment sets a proxy, every GET goes through ``get_object``, which knows botocore's proxy rules.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
-import urllib.request
-import weakref
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import (
@@ -41,7 +30,6 @@ from tenacity import (
     wait_exponential,
     wait_random,
 )
-from yarl import URL
 
 from gateway.errors import AccessDenied, ImageTooLarge, InvalidInput, ObjectNotFound, SourceUnavailable
 from gateway.settings import Settings
@@ -51,8 +39,6 @@ if TYPE_CHECKING:
 
 CONNECT_TIMEOUT_S = 3.0
 CHUNK_BYTES = 256 * 1024
-PRESIGN_EXPIRES_S = 300
-KEEPALIVE_S = 4.0
 MAX_ATTEMPTS = 3
 RETRY_AFTER_S = 2.0
 
@@ -90,8 +76,8 @@ class S3Object:
     content_type: str | None
 
 
-class _Retryable(Exception):
-    """Internal marker: a transient S3 failure worth another attempt."""
+class TransientS3Error(Exception):
+    """A transient S3 failure worth another attempt (also raised by s3_batch under the same policy)."""
 
 
 def parse_s3_uri(uri: str) -> S3Location:
@@ -111,10 +97,6 @@ def _client_config(settings: Settings) -> AioConfig:
     )
 
 
-# The pooled session each client's presigned GETs go through, owned by ``open_s3_client``.
-_GET_SESSIONS: weakref.WeakKeyDictionary[Any, aiohttp.ClientSession] = weakref.WeakKeyDictionary()
-
-
 @asynccontextmanager
 async def open_s3_client(settings: Settings) -> AsyncIterator[S3Client]:
     """An S3 client for the app's lifetime; the normal AWS credential chain applies."""
@@ -127,24 +109,7 @@ async def open_s3_client(settings: Settings) -> AsyncIterator[S3Client]:
                 config=_client_config(settings),
             )
         )
-        if urllib.request.getproxies():
-            yield client  # proxied: get_object only
-            return
-        http = await stack.enter_async_context(
-            aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=settings.max_concurrency, keepalive_timeout=KEEPALIVE_S),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=min(CONNECT_TIMEOUT_S, settings.s3_timeout_s)
-                ),
-                auto_decompress=False,  # the object's bytes as stored, as get_object returns them
-                cookie_jar=aiohttp.DummyCookieJar(),
-            )
-        )
-        _GET_SESSIONS[client] = http
-        try:
-            yield client
-        finally:
-            _GET_SESSIONS.pop(client, None)
+        yield client
 
 
 class S3Source:
@@ -159,14 +124,14 @@ class S3Source:
             stop=stop_after_attempt(MAX_ATTEMPTS),
             wait=wait_exponential(multiplier=self._retry_base_s, max=2.0)
             + wait_random(0, self._retry_base_s),
-            retry=retry_if_exception_type(_Retryable),
+            retry=retry_if_exception_type(TransientS3Error),
             reraise=True,
         )
         try:
             async for attempt in retrying:
                 with attempt:
                     return await self._fetch_once(location)
-        except _Retryable as exc:
+        except TransientS3Error as exc:
             raise SourceUnavailable(
                 f"S3 is unreachable or throttling for {location.uri} after {MAX_ATTEMPTS} attempts: {exc}",
                 retry_after=RETRY_AFTER_S,
@@ -175,53 +140,24 @@ class S3Source:
 
     async def _fetch_once(self, location: S3Location) -> S3Object:
         try:
-            http = _GET_SESSIONS.get(self._client)
-            if http is not None:
-                found = await self._fetch_presigned(http, location)
-                if found is not None:
-                    return found
-            return await self._fetch_sdk(location)
+            async with asyncio.timeout(self._timeout_s):
+                response = await self._client.get_object(Bucket=location.bucket, Key=location.key)
+                self._check_size(location, response.get("ContentLength"))
+                data = await self._read_capped(location, response["Body"])
         except TimeoutError:
-            raise _Retryable(f"no complete answer within {self._timeout_s:g} s") from None
+            raise TransientS3Error(f"no complete answer within {self._timeout_s:g} s") from None
         except ClientError as exc:
-            raise _client_error(location, exc) from None
+            raise map_client_error(location, exc) from None
         except (NoCredentialsError, PartialCredentialsError):
             raise AccessDenied(
                 f"the gateway has no usable AWS credentials to read {location.uri}; "
                 "configure the AWS credential chain (environment, profile or instance role)",
                 code="s3_no_credentials",
             ) from None
-        except (ConnectionError, HTTPClientError, OSError, aiohttp.ClientError) as exc:
-            raise _Retryable(type(exc).__name__) from None
+        except (ConnectionError, HTTPClientError, OSError) as exc:
+            raise TransientS3Error(type(exc).__name__) from None
         except BotoCoreError as exc:
             raise SourceUnavailable(f"S3 client error for {location.uri}: {type(exc).__name__}") from None
-
-    async def _fetch_presigned(self, http: aiohttp.ClientSession, location: S3Location) -> S3Object | None:
-        """The object, or None when S3 answered anything but 200 (then ``get_object`` maps the error)."""
-        params = {"Bucket": location.bucket, "Key": location.key}
-        url = await self._client.generate_presigned_url(
-            "get_object", Params=params, ExpiresIn=PRESIGN_EXPIRES_S
-        )
-        async with asyncio.timeout(self._timeout_s):
-            # encoded=True: the URL is signed as botocore quoted it; re-quoting would break the signature.
-            async with http.get(URL(url, encoded=True), allow_redirects=False) as response:
-                if response.status in (408, 429) or response.status >= 500:
-                    raise _Retryable(f"S3 answered {response.status}")
-                if response.status != 200:
-                    return None
-                self._check_size(location, response.content_length)
-                if response.content_length is not None:
-                    data = await response.read()  # framed by Content-Length, which is within the cap
-                else:
-                    data = await self._read_capped_chunks(location, response.content)
-                etag = response.headers.get("ETag", "").strip('"')
-                return S3Object(location, data, etag, response.headers.get("Content-Type"))
-
-    async def _fetch_sdk(self, location: S3Location) -> S3Object:
-        async with asyncio.timeout(self._timeout_s):
-            response = await self._client.get_object(Bucket=location.bucket, Key=location.key)
-            self._check_size(location, response.get("ContentLength"))
-            data = await self._read_capped(location, response["Body"])
         return S3Object(location, data, str(response.get("ETag", "")).strip('"'), response.get("ContentType"))
 
     def _check_size(self, location: S3Location, length: int | None) -> None:
@@ -241,16 +177,8 @@ class S3Source:
                     self._check_size(location, len(buffer))
         return bytes(buffer)
 
-    async def _read_capped_chunks(self, location: S3Location, stream: aiohttp.StreamReader) -> bytes:
-        buffer = bytearray()
-        async for chunk in stream.iter_chunked(CHUNK_BYTES):
-            buffer += chunk
-            if len(buffer) > self._max_bytes:
-                self._check_size(location, len(buffer))
-        return bytes(buffer)
 
-
-def _client_error(location: S3Location, exc: ClientError) -> Exception:
+def map_client_error(location: S3Location, exc: ClientError) -> Exception:
     error = exc.response.get("Error", {})
     code = str(error.get("Code", ""))
     status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
@@ -263,5 +191,5 @@ def _client_error(location: S3Location, exc: ClientError) -> Exception:
             "problem; check the gateway's AWS credentials and the bucket policy"
         )
     if status in (408, 429) or status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout"}:
-        return _Retryable(f"S3 answered {status} {code}")
+        return TransientS3Error(f"S3 answered {status} {code}")
     return SourceUnavailable(f"S3 refused the request for {location.uri}: {code or status}")

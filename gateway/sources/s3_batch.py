@@ -23,7 +23,7 @@ from botocore.exceptions import (
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from gateway.errors import AccessDenied, ObjectNotFound, SourceUnavailable
-from gateway.sources.s3 import MAX_ATTEMPTS, RETRY_AFTER_S, S3Location, _client_error, _Retryable
+from gateway.sources.s3 import MAX_ATTEMPTS, RETRY_AFTER_S, S3Location, TransientS3Error, map_client_error
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -143,14 +143,14 @@ class S3Batch:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(MAX_ATTEMPTS),
             wait=wait_exponential(multiplier=self._retry_base_s, max=2.0),
-            retry=retry_if_exception_type(_Retryable),
+            retry=retry_if_exception_type(TransientS3Error),
             reraise=True,
         )
         try:
             async for attempt in retrying:
                 with attempt:
                     return await self._once(location, call)
-        except _Retryable as exc:
+        except TransientS3Error as exc:
             raise SourceUnavailable(
                 f"S3 is unreachable or throttling for {location.uri} after {MAX_ATTEMPTS} attempts: {exc}",
                 retry_after=RETRY_AFTER_S,
@@ -162,15 +162,15 @@ class S3Batch:
             async with asyncio.timeout(self._timeout_s):
                 return await call()
         except TimeoutError:
-            raise _Retryable(f"no complete answer within {self._timeout_s:g} s") from None
+            raise TransientS3Error(f"no complete answer within {self._timeout_s:g} s") from None
         except ClientError as exc:
-            raise _client_error(location, exc) from None
+            raise map_client_error(location, exc) from None
         except (NoCredentialsError, PartialCredentialsError):
             raise AccessDenied(
                 f"no usable AWS credentials for {location.uri}; configure the AWS credential chain",
                 code="s3_no_credentials",
             ) from None
         except (ConnectionError, HTTPClientError, OSError) as exc:
-            raise _Retryable(type(exc).__name__) from None
+            raise TransientS3Error(type(exc).__name__) from None
         except BotoCoreError as exc:
             raise SourceUnavailable(f"S3 client error for {location.uri}: {type(exc).__name__}") from None
