@@ -56,9 +56,12 @@ COMMON_SERVE_ARGS = (
     "--max-num-batched-tokens", "4096",
     "--enforce-eager",
 )  # fmt: skip
-VLM_SERVE_ARGS = ("--limit-mm-per-prompt", '{"image": 1, "video": 0}')
+# Compact JSON for structured outputs, as in production (docker-compose.yml): xgrammar's default grammar
+# lets a model emit whitespace between JSON tokens until max_tokens, which the tiny models do at temperature 0.
+STRUCTURED_ARGS = ("--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}')
+VLM_SERVE_ARGS = ("--limit-mm-per-prompt", '{"image": 1, "video": 0}', *STRUCTURED_ARGS)
 # vLLM 0.32's name for gpt-oss's harmony reasoning parser (fills message.reasoning).
-GPT_OSS_SERVE_ARGS = ("--reasoning-parser", "openai_gptoss")
+GPT_OSS_SERVE_ARGS = ("--reasoning-parser", "openai_gptoss", *STRUCTURED_ARGS)
 
 SETUP_TIMEOUT_S = 1800.0  # a fresh venv downloads ~3.5 GB of wheels
 BUILD_TIMEOUT_S = 600.0
