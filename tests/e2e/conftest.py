@@ -45,18 +45,28 @@ def _port_from_env(name: str) -> int | None:
     return int(value) if value else None
 
 
+def _started_stack(work_dir: Path) -> CpuStack:
+    stack = CpuStack.create(
+        work_dir=work_dir,
+        vlm_port=_port_from_env("CPU_STACK_VLM_PORT"),
+        gpt_oss_port=_port_from_env("CPU_STACK_GPT_OSS_PORT"),
+    )
+    stack.start()
+    stack.wait_ready()  # stops both servers itself if either fails
+    return stack
+
+
 @pytest.fixture(scope="session")
 def cpu_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CpuStack]:
     try:
-        stack = CpuStack.create(
-            work_dir=tmp_path_factory.mktemp("cpu-stack"),
-            vlm_port=_port_from_env("CPU_STACK_VLM_PORT"),
-            gpt_oss_port=_port_from_env("CPU_STACK_GPT_OSS_PORT"),
-        )
-        stack.start()
-        stack.wait_ready()
+        stack = _started_stack(tmp_path_factory.mktemp("cpu-stack"))
     except StackError as exc:
-        pytest.fail(f"the real-vLLM CPU stack could not be started:\n{exc}", pytrace=False)
+        failure = f"the real-vLLM CPU stack could not be started:\n{exc}"
+    else:
+        failure = ""
+    # Failed outside the except block, so the report shows the reason once, without a chained traceback.
+    if failure:
+        pytest.fail(failure, pytrace=False)
     try:
         yield stack
     finally:
