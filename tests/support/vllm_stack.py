@@ -57,7 +57,7 @@ COMMON_SERVE_ARGS = (
     "--enforce-eager",
 )  # fmt: skip
 # Compact JSON for structured outputs, as in production (docker-compose.yml): xgrammar's default grammar
-# lets a model emit whitespace between JSON tokens until max_tokens, which the tiny models do at temperature 0.
+# lets a model emit whitespace between JSON tokens until max_tokens (the tiny models do, at temperature 0).
 STRUCTURED_ARGS = ("--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}')
 VLM_SERVE_ARGS = ("--limit-mm-per-prompt", '{"image": 1, "video": 0}', *STRUCTURED_ARGS)
 # vLLM 0.32's name for gpt-oss's harmony reasoning parser (fills message.reasoning).
