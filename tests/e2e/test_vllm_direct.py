@@ -4,7 +4,7 @@ These tests pin down what the gateway relies on in vLLM 0.32: image data URLs an
 accounting, ``reasoning_effort`` and where gpt-oss's reasoning goes, and structured outputs. The models'
 weights are random: their text is gibberish, so assertions are about shapes, fields and token counts.
 Sampling runs with ``temperature=1`` and fixed seeds where a test needs the model to finish a message;
-at temperature 0 the tiny models tend to repeat one token (often whitespace) until ``max_tokens``.
+at temperature 0 the tiny models tend to repeat one token until ``max_tokens``.
 """
 
 from __future__ import annotations
@@ -144,6 +144,11 @@ def test_visual_tokens_in_budget_photo_vs_unresized_24mp_photo(vlm: OpenAI) -> N
 
 
 def test_structured_outputs_response_format_json_schema_is_enforced(vlm: OpenAI) -> None:
+    """``response_format`` json_schema is how vLLM 0.32 takes a schema; the answer has exactly its keys.
+
+    The servers run with ``disable_any_whitespace`` (as in production); that is a server flag only: the
+    per-request ``structured_outputs.disable_any_whitespace`` field is accepted but ignored by 0.32.
+    """
     finished = []
     for seed in SEEDS:
         reply = vlm.chat.completions.create(
