@@ -21,6 +21,7 @@ from gateway.settings import ReasoningLevel
 from gateway.text import clean, loads_lenient, strip_preamble
 
 ADDED_TERMS_MAX = 10
+HARMONY_MARKUP = ("<|channel|>", "<|message|>", "<|start|>", "<|end|>", "<|return|>")
 SYSTEM_FREE = (
     "You polish image captions for a creative team's search index. Rewrite the caption to be more precise "
     "and professional. Keep every fact. Answer with the caption only."
@@ -128,6 +129,11 @@ class EnhancerBackend:
                 code="enhancer_output_truncated",
             )
         content = result.content or ""
+        if any(marker in content for marker in HARMONY_MARKUP):
+            # vLLM returns the raw harmony stream when its parser cannot finish: reasoning, not an answer.
+            raise EnhancementFailed(
+                "the enhancer answered with raw reasoning output", code="enhancer_bad_output"
+            )
         if not self.grounded:
             caption = strip_preamble(clean(content))
             if not caption:

@@ -152,3 +152,15 @@ async def test_request_id_is_echoed(gateway: GatewayFactory) -> None:
     async with gateway() as client:
         response = await client.post("/caption", json={"s3_uri": URI}, headers={"X-Request-ID": "abc-123"})
     assert response.headers["x-request-id"] == "abc-123"
+
+
+async def test_raw_harmony_output_is_not_a_caption(
+    gateway: GatewayFactory, fake_enhancer: FakeOpenAI
+) -> None:
+    leaked = "<|channel|>analysis<|message|>The user wants a caption<|end|>"
+    fake_enhancer.reset(Reply(content=leaked, finish_reason="stop"))
+    async with gateway(GROUNDING="off") as client:
+        body = (await client.post("/caption", json={"s3_uri": URI, "use_gpt_oss": True})).json()
+    assert body["enhanced"] is False
+    assert "analysis" not in body["caption"]
+    assert body["enhancement_error"].startswith("enhancer_bad_output")
