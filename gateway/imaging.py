@@ -20,7 +20,7 @@ from functools import lru_cache
 from typing import TypeVar
 
 import pillow_heif
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, UnidentifiedImageError
 
 from gateway.errors import ImageTooLarge, UnsupportedImage
 from gateway.settings import PATCH
@@ -31,6 +31,15 @@ pillow_heif.register_heif_opener()
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
 JPEG_QUALITY = 92
 ORIENTATION_TAG = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
 T = TypeVar("T")
 
 
@@ -75,8 +84,9 @@ def prepare_image(data: bytes, budget: PixelBudget) -> PreparedImage:
         return _prepare_open(image, data, budget)
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc), code="image_too_many_pixels") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        # Pillow reports truncated and corrupt streams as OSError (and a few as SyntaxError/ValueError).
+    except Exception as exc:
+        # Pillow reports truncated and corrupt streams as OSError, and malformed metadata as struct.error,
+        # TypeError, KeyError...: whatever a broken file raises, it is the file's fault, a 415, not a 500.
         raise UnsupportedImage(f"the image could not be decoded: {exc}", code="image_corrupt") from None
     finally:
         image.close()
@@ -117,7 +127,7 @@ def _prepare_open(image: Image.Image, data: bytes, budget: PixelBudget) -> Prepa
         # DCT scaling: decode at 1/2, 1/4 or 1/8 size, never below the target (no upsampling artefacts).
         image.draft(image.mode, _upright_size(target, orientation))
     image.load()
-    rgb = _to_srgb_rgb(ImageOps.exif_transpose(image))
+    rgb = _to_srgb_rgb(_upright(image, orientation))
     if rgb.size != target:
         rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
     return PreparedImage(_encode_jpeg(rgb), *target, source_format, *source_size, passed_through=False)
@@ -129,6 +139,13 @@ def _orientation(image: Image.Image) -> int:
     except Exception:
         return 1
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _upright(image: Image.Image, orientation: int) -> Image.Image:
+    # Transposing by the orientation already read, rather than ImageOps.exif_transpose, which also
+    # rewrites the EXIF block and raises on malformed ones.
+    method = _TRANSPOSE.get(orientation)
+    return image.transpose(method) if method is not None else image
 
 
 def _upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
@@ -170,6 +187,7 @@ def _srgb_profile() -> ImageCms.ImageCmsProfile:
 
 def _to_srgb_rgb(image: Image.Image) -> Image.Image:
     icc = image.info.get("icc_profile")
+    image = _flatten(image)
     if icc and not _is_srgb(icc) and image.mode in ("RGB", "CMYK"):
         try:
             source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
@@ -178,6 +196,11 @@ def _to_srgb_rgb(image: Image.Image) -> Image.Image:
                 return converted
         except (ImageCms.PyCMSError, OSError):
             pass  # a broken profile: fall back to Pillow's plain conversion below
+    return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def _flatten(image: Image.Image) -> Image.Image:
+    """No alpha and no 16-bit samples left; colours stay in the image's own colour space."""
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         # Transparent areas become white, as most viewers show them, not black.
         rgba = image.convert("RGBA")
@@ -186,8 +209,8 @@ def _to_srgb_rgb(image: Image.Image) -> Image.Image:
         return background
     if image.mode.startswith("I;16"):
         # 16-bit greyscale: a plain convert would clip everything above 255 to white.
-        image = image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
-    return image.convert("RGB") if image.mode != "RGB" else image
+        return image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
+    return image
 
 
 def _encode_jpeg(image: Image.Image) -> bytes:

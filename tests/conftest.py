@@ -38,6 +38,9 @@ SEED: dict[str, Callable[[], bytes]] = {
     "text.jpg": lambda: images.NOT_AN_IMAGE,
     "truncated.jpg": images.truncated_jpeg,
     "empty.jpg": lambda: b"",
+    "wide-gamut.jpg": images.jpeg_wide_gamut,
+    "wide-gamut-alpha.png": images.png_wide_gamut_alpha,
+    "broken-exif.jpg": images.jpeg_broken_exif,
 }
 
 

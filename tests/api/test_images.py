@@ -96,3 +96,24 @@ async def test_jpeg_within_budget_is_forwarded_byte_identical(
         await client.post("/caption", json={"s3_uri": f"s3://{BUCKET}/in-budget.jpg"})
     data, _ = sent_image(fake_vlm)
     assert data == original
+
+
+@pytest.mark.parametrize("key", ["wide-gamut.jpg", "wide-gamut-alpha.png"])
+async def test_embedded_icc_profile_is_converted_to_srgb(
+    gateway: GatewayFactory, fake_vlm: FakeOpenAI, key: str
+) -> None:
+    # Stored as red under a profile whose red colorant is sRGB's green: converted, it must be green.
+    async with gateway() as client:
+        await client.post("/caption", json={"s3_uri": f"s3://{BUCKET}/{key}"})
+    _, image = sent_image(fake_vlm)
+    assert close_to(image.getpixel((10, image.height // 2)), (25, 221, 25))
+    if key.endswith(".png"):
+        assert close_to(image.getpixel((image.width - 10, image.height // 2)), (255, 255, 255), 10)
+
+
+async def test_malformed_exif_still_orients_the_image(gateway: GatewayFactory, fake_vlm: FakeOpenAI) -> None:
+    async with gateway() as client:
+        response = await client.post("/caption", json={"s3_uri": f"s3://{BUCKET}/broken-exif.jpg"})
+    assert response.status_code == 200, response.text
+    _, image = sent_image(fake_vlm)
+    assert image.height > image.width  # orientation 6 applied despite the broken EXIF block

@@ -97,3 +97,68 @@ def truncated_jpeg() -> bytes:
 
 
 NOT_AN_IMAGE = b"this is a text file wearing a .jpg name\n" * 10
+
+
+def _s15(value: float) -> bytes:
+    return struct.pack(">i", round(value * 65536))
+
+
+def _xyz_tag(x: float, y: float, z: float) -> bytes:
+    return b"XYZ " + b"\0" * 4 + _s15(x) + _s15(y) + _s15(z)
+
+
+def icc_swapped_red_green() -> bytes:
+    """A matrix/TRC RGB ICC profile whose red and green colorants are swapped.
+
+    A pixel stored as red in this colour space is green in sRGB, so a test can see whether the gateway
+    converted through the embedded profile (it comes out green) or ignored it (it stays red).
+    """
+    description = b"Swapped red-green test profile\0"
+    gamma = b"curv" + b"\0" * 4 + struct.pack(">IH", 1, 0x0233) + b"\0\0"  # gamma 2.2
+    tags = {
+        b"desc": b"desc" + b"\0" * 4 + struct.pack(">I", len(description)) + description + b"\0" * 79,
+        b"wtpt": _xyz_tag(0.9642, 1.0, 0.8249),
+        b"rXYZ": _xyz_tag(0.3851, 0.7169, 0.0971),  # sRGB's green colorant (D50)
+        b"gXYZ": _xyz_tag(0.4361, 0.2225, 0.0139),  # sRGB's red colorant (D50)
+        b"bXYZ": _xyz_tag(0.1431, 0.0606, 0.7141),
+        b"rTRC": gamma,
+        b"gTRC": gamma,
+        b"bTRC": gamma,
+        b"cprt": b"text" + b"\0" * 4 + b"public domain\0\0\0",
+    }
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = b"", b""
+    for signature, body in tags.items():
+        body += b"\0" * (-len(body) % 4)
+        table += signature + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    size = offset + len(data)
+    header = struct.pack(">I4sI4s4s4s", size, b"lcms", 0x02100000, b"mntr", b"RGB ", b"XYZ ")
+    header += b"\0" * 12 + b"acsp" + b"APPL" + b"\0" * 24 + b"\0" * 4
+    header += _s15(0.9642) + _s15(1.0) + _s15(0.8249) + b"lcms"
+    header += b"\0" * (128 - len(header))
+    return header + struct.pack(">I", len(tags)) + table + data
+
+
+def jpeg_wide_gamut() -> bytes:
+    """Stored red under a profile that makes it green: only a profile-aware conversion shows green."""
+    return _save(Image.new("RGB", (300, 200), RED), "JPEG", quality=95, icc_profile=icc_swapped_red_green())
+
+
+def png_wide_gamut_alpha() -> bytes:
+    image = Image.new("RGBA", (300, 200), (0, 0, 0, 0))
+    image.paste((*RED, 255), (0, 0, 150, 200))
+    return _save(image, "PNG", icc_profile=icc_swapped_red_green())
+
+
+def jpeg_broken_exif() -> bytes:
+    """Orientation 6 in an EXIF block with three corrupted bytes (found by fuzzing): reading the
+    orientation works, but rewriting the block, as ImageOps.exif_transpose does, raises struct.error."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "Camera maker"
+    exif[0x0132] = "2024:01:01 00:00:00"
+    raw = bytearray(exif.tobytes())
+    for index, value in ((17, 33), (44, 100), (69, 141)):
+        raw[index] = value
+    return _save(Image.new("RGB", (40, 20), BLUE), "JPEG", quality=95, exif=bytes(raw))
