@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI
+from pydantic import SecretStr
 
 from gateway.api.errors import register_error_handlers
 from gateway.api.middleware import RequestContextMiddleware
 from gateway.api.routes import router
 from gateway.backends.enhancer import EnhancerBackend
-from gateway.backends.openai_chat import ChatClient, make_http_client
+from gateway.backends.openai_chat import HEALTH_TIMEOUT_S, ChatClient, make_http_client, redact_url
 from gateway.backends.vlm import VlmBackend
 from gateway.imaging import ImagePreparer, PixelBudget
 from gateway.metrics import GatewayMetrics
@@ -43,6 +44,8 @@ async def open_pipeline(
                 _secret(settings.gpt_oss_api_key), settings.gpt_oss_timeout_s, settings.max_concurrency
             )
         )
+        # One small pool for readiness probes of both backends, apart from the caption pools.
+        health_http = await stack.enter_async_context(make_http_client(None, HEALTH_TIMEOUT_S, 4))
         preparer = ImagePreparer(
             PixelBudget(settings.vlm_max_pixels, settings.vlm_min_pixels, settings.max_image_pixels),
             settings.max_concurrent_images,
@@ -53,14 +56,22 @@ async def open_pipeline(
             source=S3Source(s3, max_bytes=settings.max_image_bytes, timeout_s=settings.s3_timeout_s),
             preparer=preparer,
             vlm=VlmBackend(
-                ChatClient("vlm", settings.vlm_base_url, vlm_http, max_attempts=attempts),
+                ChatClient(
+                    "vlm", settings.vlm_base_url, vlm_http, max_attempts=attempts, health_http=health_http
+                ),
                 model=settings.vlm_model_id,
                 temperature=settings.vlm_temperature,
                 max_tokens=settings.vlm_max_tokens,
                 structured=settings.vlm_structured,
             ),
             enhancer=EnhancerBackend(
-                ChatClient("enhancer", settings.gpt_oss_base_url, enhancer_http, max_attempts=attempts),
+                ChatClient(
+                    "enhancer",
+                    settings.gpt_oss_base_url,
+                    enhancer_http,
+                    max_attempts=attempts,
+                    health_http=health_http,
+                ),
                 model=settings.gpt_oss_model_id,
                 max_tokens=settings.gpt_oss_max_tokens,
                 grounded=settings.grounding == "strict",
@@ -72,9 +83,8 @@ async def open_pipeline(
         )
 
 
-def _secret(value: object) -> str | None:
-    getter = getattr(value, "get_secret_value", None)
-    return getter() if getter else None
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -89,7 +99,7 @@ def create_app(settings: Settings) -> FastAPI:
                 settings.vlm_model_id,
                 settings.gpt_oss_model_id,
                 settings.use_gpt_oss,
-                settings.s3_endpoint_url or "aws",
+                redact_url(settings.s3_endpoint_url) if settings.s3_endpoint_url else "aws",
             )
             yield
 

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from gateway.backends.enhancer import EnhancementFailed, EnhancerBackend
-from gateway.backends.vlm import Brand, CaptionSpec, VlmBackend, VlmCaption
+from gateway.backends.vlm import CaptionSpec, VlmBackend, VlmCaption
 from gateway.errors import InvalidInput
 from gateway.grounding import AddedTerm
 from gateway.imaging import ImagePreparer, PreparedImage
@@ -21,8 +21,6 @@ from gateway.metrics import GatewayMetrics
 from gateway.settings import ReasoningLevel
 from gateway.sources.s3 import S3Object, S3Source, parse_s3_uri
 from gateway.styles import DEFAULT_STYLE_DETAILED, DEFAULT_STYLE_SHORT, Style
-
-STAGES = ("s3", "image", "vlm", "enhancer")
 
 
 @dataclass(frozen=True)
@@ -65,10 +63,6 @@ class CaptionResult:
     original_caption: str | None = None
     enhancement_error: str | None = None
     added_terms: list[AddedTerm] = field(default_factory=list)
-
-    @property
-    def brands(self) -> list[Brand]:
-        return self.vlm.brands
 
 
 class CaptionPipeline:

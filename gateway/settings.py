@@ -74,7 +74,8 @@ class Settings(BaseSettings):
     @classmethod
     def _base_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must be an http(s) URL such as http://localhost:8001/v1 (got {value!r})")
+            # The value is not echoed: a URL may carry credentials (user:password@host).
+            raise ValueError("must be an http(s) URL such as http://localhost:8001/v1")
         return value.rstrip("/")
 
     @field_validator("s3_endpoint_url", "vlm_api_key", "gpt_oss_api_key", "api_keys", mode="before")

@@ -51,8 +51,6 @@ class ChatResult:
     content: str | None
     finish_reason: str | None
     usage: dict[str, int]
-    model: str | None
-    raw_message: dict[str, Any]
 
 
 class _RetryableStatus(Exception):
@@ -72,10 +70,14 @@ class ChatClient:
         *,
         max_attempts: int = 3,
         retry_base_s: float = RETRY_BASE_S,
+        health_http: httpx.AsyncClient | None = None,
     ) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self._http = http
+        # Probes get their own small pool: when every caption connection is busy, readiness must still
+        # answer, or an orchestrator takes the busiest gateways out of service.
+        self._health_http = health_http or http
         self._max_attempts = max_attempts
         self._retry_base_s = retry_base_s
 
@@ -87,7 +89,7 @@ class ChatClient:
         """vLLM's own ``/health`` sits at the server root, beside ``/v1``."""
         root = self.base_url.removesuffix("/v1")
         try:
-            response = await self._http.get(f"{root}/health", timeout=HEALTH_TIMEOUT_S)
+            response = await self._health_http.get(f"{root}/health", timeout=HEALTH_TIMEOUT_S)
         except httpx.HTTPError:
             return False
         return response.status_code == 200
@@ -108,12 +110,26 @@ class ChatClient:
             raise self._unavailable_status(exc.response) from None
         except httpx.ConnectTimeout:
             raise self._unreachable("ConnectTimeout") from None
+        except httpx.PoolTimeout:
+            # Every pooled connection is busy: local overload, not a slow model; ask the client to come back.
+            raise BackendUnavailable(
+                self.name,
+                f"all {self.name} connections are busy (MAX_CONCURRENCY); try again shortly",
+                code="unavailable",
+                retry_after=DEFAULT_RETRY_AFTER_S,
+            ) from None
         except httpx.TimeoutException as exc:
             raise BackendTimeout(
                 self.name, f"{self.name} server did not answer in time ({type(exc).__name__})", code="timeout"
             ) from None
         except httpx.TransportError as exc:
             raise self._unreachable(type(exc).__name__) from None
+        except httpx.HTTPError as exc:  # e.g. a body that does not decode: the server's answer is unusable
+            raise BackendBadResponse(
+                self.name,
+                f"{self.name} server's answer could not be read ({type(exc).__name__})",
+                code="bad_response",
+            ) from None
         raise AssertionError("unreachable")  # pragma: no cover - tenacity either returns or raises
 
     async def _post_once(self, url: str, body: bytes) -> httpx.Response:
@@ -152,20 +168,19 @@ class ChatClient:
             body = response.json()
             choice = body["choices"][0]
             message = choice["message"]
-        except (ValueError, KeyError, IndexError, TypeError):
+            content = message.get("content")
+            usage = body.get("usage") or {}
+            return ChatResult(
+                content=content if isinstance(content, str) else None,
+                finish_reason=choice.get("finish_reason"),
+                usage={k: v for k, v in usage.items() if isinstance(v, int)},
+            )
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             raise BackendBadResponse(
                 self.name,
                 f"{self.name} server answered something that is not a chat completion",
                 code="bad_response",
             ) from None
-        usage = body.get("usage") or {}
-        return ChatResult(
-            content=message.get("content"),
-            finish_reason=choice.get("finish_reason"),
-            usage={k: int(v) for k, v in usage.items() if isinstance(v, int)},
-            model=body.get("model"),
-            raw_message=message,
-        )
 
 
 def _is_retryable(exc: BaseException) -> bool:

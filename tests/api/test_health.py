@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.conftest import GatewayFactory
-from tests.support.fake_openai import FakeOpenAI
+from tests.support.fake_openai import FakeOpenAI, Reply, structured
 from tests.support.s3_server import free_port
 
 ORIGINAL_KEYS = {"ok", "backend", "device", "gpt_oss_enabled", "gpt_oss_model", "gpt_oss_reasoning_level"}
@@ -54,3 +56,17 @@ async def test_metrics_count_requests_and_stages(gateway: GatewayFactory) -> Non
     assert 'florence_requests_total{route="/caption",status="200"} 1.0' in text
     assert 'florence_stage_seconds_count{stage="vlm"} 1.0' in text
     assert "florence_vlm_image_bytes_total" in text
+
+
+async def test_health_answers_while_every_caption_connection_is_busy(
+    gateway: GatewayFactory, fake_vlm: FakeOpenAI
+) -> None:
+    fake_vlm.reset(Reply(content=structured(), delay_s=3))
+    async with gateway(MAX_CONCURRENCY=1) as client:
+        busy = asyncio.create_task(client.post("/caption", json={"s3_uri": "s3://test-bucket/in-budget.jpg"}))
+        while not fake_vlm.requests:  # the only pooled VLM connection is now taken
+            await asyncio.sleep(0.02)
+        health = await client.get("/health")
+        assert (await busy).status_code == 200
+    assert health.status_code == 200
+    assert health.json()["ok"] is True

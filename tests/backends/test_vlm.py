@@ -11,7 +11,7 @@ from gateway.styles import load_styles
 
 
 def result(content: str | None, finish: str = "stop") -> ChatResult:
-    return ChatResult(content, finish, {"prompt_tokens": 10}, "m", {})
+    return ChatResult(content, finish, {"prompt_tokens": 10})
 
 
 def test_truncated_text_is_cut_to_the_last_sentence() -> None:
