@@ -16,6 +16,88 @@ from dataclasses import dataclass
 _CASED_PROPER_NOUNS = frozenset({"en", "fr", "es", "pt", "it", "nl", "sv", "pl", "tr", "id", "vi", "sw"})
 # Punctuation stripped from a token's ends, typographic quotes included.
 _TOKEN_EDGES = "\"'.,;:!?()[]{}\u00ab\u00bb\u201c\u201d\u2018\u2019"  # noqa: S105 - not a password
+_COMMON_OPENERS = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "here",
+        "it",
+        "its",
+        "in",
+        "on",
+        "at",
+        "by",
+        "of",
+        "for",
+        "from",
+        "with",
+        "within",
+        "without",
+        "into",
+        "onto",
+        "under",
+        "over",
+        "above",
+        "below",
+        "behind",
+        "beside",
+        "between",
+        "near",
+        "inside",
+        "outside",
+        "along",
+        "across",
+        "through",
+        "during",
+        "after",
+        "before",
+        "while",
+        "when",
+        "where",
+        "as",
+        "and",
+        "but",
+        "or",
+        "one",
+        "two",
+        "three",
+        "four",
+        "five",
+        "six",
+        "seven",
+        "eight",
+        "nine",
+        "ten",
+        "several",
+        "many",
+        "some",
+        "each",
+        "every",
+        "both",
+        "all",
+        "few",
+        "most",
+        "no",
+        "close-up",
+        "closeup",
+        "overhead",
+        "aerial",
+        "view",
+        "portrait",
+        "photo",
+        "image",
+        "picture",
+        "shot",
+        "scene",
+        "detail",
+    ]
+)
 _SENTENCE_START = re.compile(r"(?:^|[.!?]\s+)$")
 
 
@@ -30,8 +112,12 @@ def _norm(text: str) -> str:
 
 
 def _grounded(term: str, sources: Iterable[str]) -> bool:
+    # Whole words only: "Apple" is not supported by "pineapple", nor "Canon" by "CANONICAL".
     needle = _norm(term)
-    return bool(needle) and any(needle in _norm(source) for source in sources)
+    if not needle:
+        return False
+    pattern = re.compile(rf"(?<!\w){re.escape(needle)}(?!\w)")
+    return any(pattern.search(_norm(source)) for source in sources)
 
 
 def specific_tokens(caption: str, language: str) -> list[str]:
@@ -45,8 +131,13 @@ def specific_tokens(caption: str, language: str) -> list[str]:
         has_alpha = any(c.isalpha() for c in token)
         model_number = has_digit and has_alpha
         sentence_start = bool(_SENTENCE_START.search(caption[: match.start()]))
+        # A capital at a sentence's start proves nothing, so there only words that are not common openers
+        # count ("Nikon camera on a desk." must still be checked; "The", "Two", "Behind" need not be).
         proper_noun = (
-            language in _CASED_PROPER_NOUNS and token[0].isupper() and not sentence_start and len(token) > 1
+            language in _CASED_PROPER_NOUNS
+            and token[0].isupper()
+            and len(token) > 1
+            and not (sentence_start and token.casefold() in _COMMON_OPENERS)
         )
         acronym = has_alpha and len(token) > 1 and token.isupper()
         if model_number or proper_noun or acronym:

@@ -40,3 +40,14 @@ def test_german_nouns_are_not_proper_nouns() -> None:
         language="de",
     )
     assert found == []
+
+
+def test_substrings_do_not_ground_a_brand() -> None:
+    found = check("A pineapple beside an Apple laptop.", [AddedTerm("Apple", "a logo")], ["CANONICAL"], [])
+    assert "Apple" in found
+    assert "Canon" in check("A Canon camera.", [], ["CANONICAL"], [])
+
+
+def test_brand_at_the_start_of_a_sentence_is_checked() -> None:
+    found = check("Nikon camera on a desk. Leica lens beside it. The light is soft.", [], [], [])
+    assert found == ["Nikon", "Leica"]

@@ -116,7 +116,15 @@ class EnhancerBackend:
             result = await self.chat.complete(self.build_request(vlm, level, language, max_chars))
         except GatewayError as exc:
             raise EnhancementFailed(exc.message, code=exc.code) from None
-        enhancement = self._parse(result)
+        try:
+            enhancement = self._parse(result)
+        except EnhancementFailed:
+            raise
+        except Exception as exc:
+            # Whatever an odd answer makes parsing raise, the VLM's caption must survive it.
+            raise EnhancementFailed(
+                f"the enhancer's answer is unusable ({type(exc).__name__})", code="enhancer_bad_output"
+            ) from None
         if self.grounded:
             self._check_grounding(vlm, enhancement, language)
         return enhancement
@@ -169,9 +177,10 @@ def _parse_grounded(content: str, usage: dict[str, int]) -> Enhancement:
     caption = strip_preamble(clean(data["caption"]))
     if not caption:
         raise EnhancementFailed("the enhancer returned no caption", code="enhancer_empty")
+    listed = data.get("added_terms")
     terms = [
         AddedTerm(clean(str(t.get("term", ""))), clean(str(t.get("evidence", ""))))
-        for t in data.get("added_terms") or []
+        for t in (listed if isinstance(listed, list) else [])
         if isinstance(t, dict) and str(t.get("term", "")).strip()
     ]
     return Enhancement(caption, terms, usage)
