@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import (
@@ -20,8 +21,10 @@ from botocore.exceptions import (
     ClientError,
     ConnectionError,
     HTTPClientError,
+    IncompleteReadError,
     NoCredentialsError,
     PartialCredentialsError,
+    ResponseStreamingError,
 )
 from tenacity import (
     AsyncRetrying,
@@ -37,6 +40,7 @@ from gateway.settings import Settings
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
 
+T = TypeVar("T")
 CONNECT_TIMEOUT_S = 3.0
 CHUNK_BYTES = 256 * 1024
 MAX_ATTEMPTS = 3
@@ -73,7 +77,16 @@ class S3Object:
     location: S3Location
     data: bytes
     etag: str
-    content_type: str | None
+
+
+_TRANSIENT = (
+    ConnectionError,
+    HTTPClientError,
+    IncompleteReadError,
+    ResponseStreamingError,
+    aiohttp.ClientError,
+    OSError,
+)
 
 
 class TransientS3Error(Exception):
@@ -120,45 +133,18 @@ class S3Source:
         self._retry_base_s = retry_base_s
 
     async def fetch(self, location: S3Location) -> S3Object:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(MAX_ATTEMPTS),
-            wait=wait_exponential(multiplier=self._retry_base_s, max=2.0)
-            + wait_random(0, self._retry_base_s),
-            retry=retry_if_exception_type(TransientS3Error),
-            reraise=True,
+        return await call_with_retries(
+            location, lambda: self._get(location), timeout_s=self._timeout_s, retry_base_s=self._retry_base_s
         )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._fetch_once(location)
-        except TransientS3Error as exc:
-            raise SourceUnavailable(
-                f"S3 is unreachable or throttling for {location.uri} after {MAX_ATTEMPTS} attempts: {exc}",
-                retry_after=RETRY_AFTER_S,
-            ) from None
-        raise AssertionError("unreachable")  # pragma: no cover - tenacity either returns or raises
 
-    async def _fetch_once(self, location: S3Location) -> S3Object:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                response = await self._client.get_object(Bucket=location.bucket, Key=location.key)
-                self._check_size(location, response.get("ContentLength"))
-                data = await self._read_capped(location, response["Body"])
-        except TimeoutError:
-            raise TransientS3Error(f"no complete answer within {self._timeout_s:g} s") from None
-        except ClientError as exc:
-            raise map_client_error(location, exc) from None
-        except (NoCredentialsError, PartialCredentialsError):
-            raise AccessDenied(
-                f"the gateway has no usable AWS credentials to read {location.uri}; "
-                "configure the AWS credential chain (environment, profile or instance role)",
-                code="s3_no_credentials",
-            ) from None
-        except (ConnectionError, HTTPClientError, OSError) as exc:
-            raise TransientS3Error(type(exc).__name__) from None
-        except BotoCoreError as exc:
-            raise SourceUnavailable(f"S3 client error for {location.uri}: {type(exc).__name__}") from None
-        return S3Object(location, data, str(response.get("ETag", "")).strip('"'), response.get("ContentType"))
+    async def _get(self, location: S3Location) -> S3Object:
+        response = await self._client.get_object(Bucket=location.bucket, Key=location.key)
+        # Entering the body first: an oversized object is refused without reading it, and its
+        # connection still goes back to the pool.
+        async with response["Body"] as stream:
+            self._check_size(location, response.get("ContentLength"))
+            data = await self._read_capped(location, stream)
+        return S3Object(location, data, str(response.get("ETag", "")).strip('"'))
 
     def _check_size(self, location: S3Location, length: int | None) -> None:
         if length is not None and length > self._max_bytes:
@@ -167,15 +153,60 @@ class S3Source:
                 code="image_too_large",
             )
 
-    async def _read_capped(self, location: S3Location, body: Any) -> bytes:
+    async def _read_capped(self, location: S3Location, stream: Any) -> bytes:
         # The size header can be absent or wrong; the cap holds while reading too.
         buffer = bytearray()
-        async with body as stream:
-            while chunk := await stream.read(CHUNK_BYTES):
-                buffer += chunk
-                if len(buffer) > self._max_bytes:
-                    self._check_size(location, len(buffer))
+        while chunk := await stream.read(CHUNK_BYTES):
+            buffer += chunk
+            if len(buffer) > self._max_bytes:
+                self._check_size(location, len(buffer))
         return bytes(buffer)
+
+
+async def call_with_retries(
+    location: S3Location, call: Callable[[], Awaitable[T]], *, timeout_s: float, retry_base_s: float
+) -> T:
+    """One S3 call under the gateway's policy: a timeout per attempt, capped exponential backoff with
+    jitter on transient failures, S3's errors mapped to the gateway's. Every S3 call goes through here."""
+    retrying = AsyncRetrying(
+        stop=stop_after_attempt(MAX_ATTEMPTS),
+        wait=wait_exponential(multiplier=retry_base_s, max=2.0) + wait_random(0, retry_base_s),
+        retry=retry_if_exception_type(TransientS3Error),
+        reraise=True,
+    )
+    try:
+        async for attempt in retrying:
+            with attempt:
+                return await _call_once(location, call, timeout_s)
+    except TransientS3Error as exc:
+        raise SourceUnavailable(
+            f"S3 is unreachable or throttling for {location.uri} after {MAX_ATTEMPTS} attempts: {exc}",
+            retry_after=RETRY_AFTER_S,
+        ) from None
+    raise AssertionError("unreachable")  # pragma: no cover - tenacity either returns or raises
+
+
+async def _call_once(location: S3Location, call: Callable[[], Awaitable[T]], timeout_s: float) -> T:
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await call()
+    except TimeoutError:
+        raise TransientS3Error(f"no complete answer within {timeout_s:g} s") from None
+    except ClientError as exc:
+        raise map_client_error(location, exc) from None
+    except (NoCredentialsError, PartialCredentialsError):
+        raise AccessDenied(
+            f"the gateway has no usable AWS credentials to read {location.uri}; "
+            "configure the AWS credential chain (environment, profile or instance role)",
+            code="s3_no_credentials",
+        ) from None
+    except _TRANSIENT as exc:
+        # A dropped connection mid-download surfaces from aiohttp, aiobotocore's transport.
+        raise TransientS3Error(type(exc).__name__) from None
+    except BotoCoreError as exc:
+        raise SourceUnavailable(
+            f"S3 client error for {location.uri}: {type(exc).__name__}", retry_after=RETRY_AFTER_S
+        ) from None
 
 
 def map_client_error(location: S3Location, exc: ClientError) -> Exception:
@@ -192,4 +223,6 @@ def map_client_error(location: S3Location, exc: ClientError) -> Exception:
         )
     if status in (408, 429) or status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout"}:
         return TransientS3Error(f"S3 answered {status} {code}")
-    return SourceUnavailable(f"S3 refused the request for {location.uri}: {code or status}")
+    return SourceUnavailable(
+        f"S3 refused the request for {location.uri}: {code or status}", retry_after=RETRY_AFTER_S
+    )

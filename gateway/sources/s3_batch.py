@@ -6,24 +6,13 @@ mapping, so a batch run reports S3 problems with the same codes as ``POST /capti
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError,
-    HTTPClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-)
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_exponential
-
-from gateway.errors import AccessDenied, ObjectNotFound, SourceUnavailable
-from gateway.sources.s3 import MAX_ATTEMPTS, RETRY_AFTER_S, S3Location, TransientS3Error, map_client_error
+from gateway.errors import ObjectNotFound, SourceUnavailable
+from gateway.sources.s3 import S3Location, call_with_retries
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -140,37 +129,6 @@ class S3Batch:
         )
 
     async def _call(self, location: S3Location, call: Callable[[], Awaitable[T]]) -> T:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(MAX_ATTEMPTS),
-            wait=wait_exponential(multiplier=self._retry_base_s, max=2.0),
-            retry=retry_if_exception_type(TransientS3Error),
-            reraise=True,
+        return await call_with_retries(
+            location, call, timeout_s=self._timeout_s, retry_base_s=self._retry_base_s
         )
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    return await self._once(location, call)
-        except TransientS3Error as exc:
-            raise SourceUnavailable(
-                f"S3 is unreachable or throttling for {location.uri} after {MAX_ATTEMPTS} attempts: {exc}",
-                retry_after=RETRY_AFTER_S,
-            ) from None
-        raise AssertionError("unreachable")  # pragma: no cover - tenacity either returns or raises
-
-    async def _once(self, location: S3Location, call: Callable[[], Awaitable[T]]) -> T:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                return await call()
-        except TimeoutError:
-            raise TransientS3Error(f"no complete answer within {self._timeout_s:g} s") from None
-        except ClientError as exc:
-            raise map_client_error(location, exc) from None
-        except (NoCredentialsError, PartialCredentialsError):
-            raise AccessDenied(
-                f"no usable AWS credentials for {location.uri}; configure the AWS credential chain",
-                code="s3_no_credentials",
-            ) from None
-        except (ConnectionError, HTTPClientError, OSError) as exc:
-            raise TransientS3Error(type(exc).__name__) from None
-        except BotoCoreError as exc:
-            raise SourceUnavailable(f"S3 client error for {location.uri}: {type(exc).__name__}") from None
