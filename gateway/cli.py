@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for err in exc.errors():
             name = ".".join(str(p) for p in err["loc"])
             print(f"florence-tagger: invalid setting {name}: {err['msg']}", file=sys.stderr)
-        return 2
+        return 1  # "could not start", as the batch command defines it (2 there means some images failed)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )

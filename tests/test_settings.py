@@ -41,7 +41,7 @@ def test_bad_reasoning_level_refuses_to_start(
     monkeypatch.setenv("GPT_OSS_REASONING_LEVEL", "extreme")
     with pytest.raises(ValidationError):
         Settings()
-    assert main(["serve"]) == 2
+    assert main(["serve"]) == 1
     assert "low, medium, high" in capsys.readouterr().err
 
 

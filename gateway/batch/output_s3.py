@@ -55,6 +55,8 @@ class S3Parts:
             elif mode == "resume":
                 self._parts = sorted(int(m[1]) for loc in ours if (m := _PART.search(loc.key)))
                 await self._read_back()
+                # Earlier failures are retried by this run; the file will list only what fails again.
+                await self._s3.delete(self._location("errors.jsonl"))
         except GatewayError as exc:
             raise CannotStart(f"cannot use {self.description}: {exc.message}") from None
         return self._done

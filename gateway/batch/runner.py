@@ -79,6 +79,13 @@ async def run_batch(options: BatchOptions, settings: Settings) -> int:
         )
         try:
             async with open_pipeline(settings) as pipeline:
+                try:
+                    pipeline.spec_for(
+                        options.request
+                    )  # a bad --style or --language stops here, not per image
+                except GatewayError as exc:
+                    print(f"florence-tagger batch: {exc.message}", file=sys.stderr)
+                    return EXIT_CANNOT_START
                 status = await BatchRun(options, pipeline, s3, output, writeback, done, summary).run()
         finally:
             await output.close()
@@ -151,6 +158,10 @@ class BatchRun:
                 await queue.put(item)
         except (GatewayError, OSError) as exc:
             self.fatal = f"cannot list {self.options.source}: {getattr(exc, 'message', None) or exc}"
+        except Exception as exc:  # a URI file that is not UTF-8, say: the workers must still be released
+            log.exception("listing %s failed", self.options.source)
+            self.fatal = f"cannot list {self.options.source}: {type(exc).__name__}: {exc}"
+        # Whatever ended the listing (but a cancel, which stops the workers too), they must hear it.
         for _ in range(self.options.concurrency):
             await queue.put(None)
 
@@ -187,8 +198,10 @@ class BatchRun:
     async def _write(self, record: dict[str, Any]) -> None:
         try:
             await self.output.write(record)
-        except GatewayError as exc:
-            raise OutputFailed(f"cannot write {self.output.description}: {exc.message}") from None
+        except (GatewayError, OSError) as exc:  # S3 refusing a part, or a local disk that is full
+            raise OutputFailed(
+                f"cannot write {self.output.description}: {getattr(exc, 'message', exc)}"
+            ) from None
 
     async def _fail(self, item: Item, reason: str, message: str, timings: StageTimings) -> None:
         record = {"s3_uri": item.uri, "etag": item.etag, "reason": reason, "message": message}

@@ -32,8 +32,9 @@ def tag_value(text: str) -> str:
     clean = " ".join(_TAG_UNSAFE.sub(" ", text).split())
     if len(clean) <= TAG_VALUE_MAX:
         return clean
-    cut = clean[: TAG_VALUE_MAX - 1]
-    return (cut.rsplit(" ", 1)[0] if " " in cut else cut) + "…"
+    cut = clean[: TAG_VALUE_MAX - 3]
+    # "..." and not "…": AWS allows only letters, digits, spaces and + - = . _ : / @ in tag values.
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut) + "..."
 
 
 def tags_for(record: dict[str, Any], now: datetime | None = None) -> dict[str, str]:

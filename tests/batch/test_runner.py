@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
+from gateway.pipeline import CaptionRequest
 from tests.batch.conftest import BatchBucket, RunBatch, run_cli
 from tests.support import images
 from tests.support.fake_openai import FakeOpenAI, Reply
@@ -156,3 +158,22 @@ async def test_s3_dest_resume_supersedes_changed_images_and_overwrite_starts_ove
     assert sorted(r["s3_uri"] for r in got) == sorted(uris)  # the superseded line was compacted away
     assert await run(source, dest, mode="overwrite") == 0
     assert bucket.keys("out/") == ["out/part-00001.jsonl"]
+
+
+async def test_unknown_style_stops_before_any_image(
+    bucket: BatchBucket, run: RunBatch, fake_vlm: FakeOpenAI, tmp_path: Path
+) -> None:
+    bucket.seed("photos/", 3)
+    request = CaptionRequest(s3_uri="", style="baroque")
+    status = await run(f"s3://{bucket.name}/photos/", str(tmp_path / "out.jsonl"), request=request)
+    assert status == 1
+    assert fake_vlm.requests == []
+
+
+async def test_unreadable_uri_list_ends_the_run_instead_of_hanging(
+    run: RunBatch, fake_vlm: FakeOpenAI, tmp_path: Path
+) -> None:
+    uris = tmp_path / "uris.txt"
+    uris.write_bytes(b"s3://bucket/a.jpg\n\xff\xfe not utf-8\n")
+    status = await asyncio.wait_for(run(str(uris), str(tmp_path / "out.jsonl"), concurrency=2), 60)
+    assert status == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -96,4 +97,5 @@ async def test_xmp_merges_into_an_existing_sidecar(
 def test_tag_values_fit_s3_rules() -> None:
     assert tag_value('A "quoted", comma; caption') == "A quoted comma caption"
     long = tag_value("word " * 100)
-    assert len(long) <= 256 and long.endswith("…")
+    assert len(long) <= 256 and long.endswith("...")
+    assert re.fullmatch(r"[\w\s+\-=.:/@]*", long)  # only the characters AWS allows in tag values
