@@ -26,6 +26,7 @@ from gateway.batch.runner import (
     EXIT_SOME_FAILED,
     BatchOptions,
     make_output,
+    on_interrupt,
     result_record,
 )
 from gateway.batch.source import iter_items
@@ -33,7 +34,7 @@ from gateway.batch.writeback import WriteBack
 from gateway.errors import GatewayError
 from gateway.pipeline import CaptionPipeline, StageTimings
 from gateway.settings import Settings
-from gateway.sources.s3 import open_s3_client
+from gateway.sources.s3 import open_s3_client, parse_s3_uri
 from gateway.sources.s3_batch import S3Batch
 
 ACTOR_CPUS = 0.5  # actors wait on the network (S3, the VLM) far more than they compute
@@ -121,6 +122,9 @@ async def _pending(
     """The images still to caption. Held in the driver (about 100 bytes each) to become a dataset."""
     rows = []
     async for item in iter_items(options.source, s3, modified_since=options.modified_since):
+        if item.etag is None and item.uri in done.etags:
+            # A URI list has no ETags: ask S3 only for URIs DEST already holds, as the local engine does.
+            item = replace(item, etag=await s3.head_etag(parse_s3_uri(item.uri)))
         if item.etag is not None and done.is_done(item.uri, item.etag):
             progress.advance("skipped")
         else:
@@ -140,8 +144,13 @@ async def _caption_on_ray(
         return EXIT_OK
     progress = Progress(summary, bar=options.progress_bar, log_every=options.log_every)
     progress.listed(len(rows) + summary.skipped)
-    # num_cpus only sizes a local cluster; with RAY_ADDRESS the cluster's own resources apply.
-    ray.init(num_cpus=options.ray_num_cpus, ignore_reinit_error=True, log_to_driver=False)
+    try:
+        # num_cpus only sizes a local cluster; Ray refuses it when RAY_ADDRESS names a running one.
+        ray.init(num_cpus=options.ray_num_cpus, ignore_reinit_error=True, log_to_driver=False)
+    except ValueError as exc:
+        print(f"florence-tagger batch: cannot start Ray: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    interrupted = asyncio.Event()
     try:
         dataset = ray.data.from_items(rows).map_batches(
             CaptionActor,
@@ -150,19 +159,31 @@ async def _caption_on_ray(
             concurrency=options.ray_actors,
             num_cpus=ACTOR_CPUS,
         )
-        for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
-            for line, ok in zip(batch["line"], batch["ok"], strict=True):
-                record = json.loads(str(line))
-                if ok:
-                    await output.write(record)
-                    progress.advance("done")
-                else:
-                    await output.fail(record)
-                    progress.advance("failed", record["reason"])
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        return EXIT_INTERRUPTED
+        with on_interrupt(interrupted.set):
+            async for batch in _batches(dataset):
+                if interrupted.is_set():  # Ctrl-C: stop between batches; a resume redoes the rest
+                    summary.interrupted = True
+                    return EXIT_INTERRUPTED
+                await _write_batch(batch, output, progress)
     finally:
         progress.close()
         ray.shutdown()
     return EXIT_SOME_FAILED if summary.failed_total else EXIT_OK
+
+
+async def _batches(dataset: Any) -> Any:
+    """Ray's blocking iterator, yielding to the event loop between batches so a Ctrl-C handler can run."""
+    for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+        await asyncio.sleep(0)
+        yield batch
+
+
+async def _write_batch(batch: Any, output: Output, progress: Progress) -> None:
+    for line, ok in zip(batch["line"], batch["ok"], strict=True):
+        record = json.loads(str(line))
+        if ok:
+            await output.write(record)
+            progress.advance("done")
+        else:
+            await output.fail(record)
+            progress.advance("failed", record["reason"])

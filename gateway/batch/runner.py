@@ -115,7 +115,7 @@ class BatchRun:
         workers = [asyncio.create_task(self._worker(queue)) for _ in range(self.options.concurrency)]
         producer = asyncio.create_task(self._produce(queue))
         self._tasks = [producer, *workers]
-        with _on_interrupt(self._interrupt):
+        with on_interrupt(self._interrupt):
             results = await asyncio.gather(*self._tasks, return_exceptions=True)
         self.progress.close()
         return self._status(results)
@@ -213,7 +213,7 @@ class BatchRun:
 
 
 @contextlib.contextmanager
-def _on_interrupt(callback: Any) -> Iterator[None]:
+def on_interrupt(callback: Any) -> Iterator[None]:
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)
     for sig in signals:

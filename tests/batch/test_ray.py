@@ -5,15 +5,17 @@ Runs as a subprocess, as a user would; skipped where Ray is not installed (the `
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
 
-from tests.batch.conftest import BatchBucket, run_cli
+from tests.batch.conftest import BatchBucket, run_cli, start_cli
 from tests.support import images
-from tests.support.fake_openai import FakeOpenAI
+from tests.support.fake_openai import FakeOpenAI, Reply, structured
 
 if not os.environ.get("CI"):  # CI installs the extra (scripts/test): there a missing Ray must fail, not skip
     pytest.importorskip("ray.data", reason="--engine ray needs the `ray` extra")
@@ -43,3 +45,25 @@ async def test_ray_engine_captions_every_image_once_and_resumes(
     assert status == 2, err  # the non-image is retried and fails again
     assert "0 captioned, 30 skipped" in out
     assert len(fake_vlm.requests) == 0
+
+
+async def test_ray_engine_ctrl_c_exits_130_and_resumes(
+    bucket: BatchBucket, batch_env: dict[str, str], fake_vlm: FakeOpenAI, tmp_path: Path
+) -> None:
+    fake_vlm.reset(Reply(content=structured(), delay_s=0.3))
+    uris = bucket.seed("c/", 60)
+    dest = tmp_path / "out.jsonl"
+    args = (f"s3://{bucket.name}/c/", "--out", str(dest), "--engine", "ray", "--ray-num-cpus", "2")
+    process = await start_cli(batch_env, *args, "--concurrency", "2")
+    for _ in range(1200):  # until the first lines are written (Ray takes a while to start)
+        if len(fake_vlm.requests) >= 6:
+            break
+        await asyncio.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    stdout, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 130
+    assert "interrupted" in stdout.decode()
+    status, _, err = await run_cli(batch_env, *args, "--resume", timeout_s=300)
+    assert status == 0, err
+    lines = [json.loads(line) for line in dest.read_text().splitlines()]
+    assert sorted(r["s3_uri"] for r in lines) == sorted(uris)
