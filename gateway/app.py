@@ -23,11 +23,12 @@ from gateway.sources.s3 import S3Source, open_s3_client
 from gateway.styles import load_styles
 
 log = logging.getLogger("gateway")
+SLOT_WAIT_S = 30.0
 
 
 @asynccontextmanager
 async def open_pipeline(
-    settings: Settings, metrics: GatewayMetrics | None = None
+    settings: Settings, metrics: GatewayMetrics | None = None, slot_wait_s: float | None = None
 ) -> AsyncIterator[CaptionPipeline]:
     """Every outside client the pipeline needs, opened together and closed in ``finally``.
 
@@ -80,6 +81,7 @@ async def open_pipeline(
             use_gpt_oss_default=settings.use_gpt_oss,
             reasoning_level_default=settings.gpt_oss_reasoning_level,
             metrics=metrics,
+            slot_wait_s=slot_wait_s,
         )
 
 
@@ -92,7 +94,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with open_pipeline(settings, metrics) as pipeline:
+        # An HTTP client is told to come back rather than queue without bound for an image slot.
+        async with open_pipeline(settings, metrics, slot_wait_s=SLOT_WAIT_S) as pipeline:
             app.state.pipeline = pipeline
             log.info(
                 "florence-tagger ready: vlm=%s enhancer=%s (enabled=%s) s3=%s",

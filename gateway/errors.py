@@ -26,6 +26,12 @@ class InvalidInput(GatewayError):
     code = "invalid_request"
 
 
+class GatewayBusy(GatewayError):
+    """The gateway itself is saturated (every image slot taken): try again shortly."""
+
+    code = "gateway_busy"
+
+
 # --- the image source ------------------------------------------------------------------------------------
 class ObjectNotFound(GatewayError):
     code = "s3_not_found"

@@ -6,14 +6,15 @@ Plain async Python with no HTTP in it, so the API, the batch command and a Ray a
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 
 from gateway.backends.enhancer import EnhancementFailed, EnhancerBackend
 from gateway.backends.vlm import CaptionSpec, VlmBackend, VlmCaption
-from gateway.errors import InvalidInput
+from gateway.errors import GatewayBusy, InvalidInput
 from gateway.grounding import AddedTerm
 from gateway.imaging import ImagePreparer, PreparedImage
 from gateway.languages import LANGUAGES
@@ -21,6 +22,8 @@ from gateway.metrics import GatewayMetrics
 from gateway.settings import ReasoningLevel
 from gateway.sources.s3 import S3Object, S3Source, parse_s3_uri
 from gateway.styles import DEFAULT_STYLE_DETAILED, DEFAULT_STYLE_SHORT, Style
+
+SLOT_RETRY_AFTER_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,7 @@ class CaptionPipeline:
         use_gpt_oss_default: bool,
         reasoning_level_default: ReasoningLevel,
         metrics: GatewayMetrics | None = None,
+        slot_wait_s: float | None = None,
     ) -> None:
         self.source = source
         self.preparer = preparer
@@ -86,6 +90,7 @@ class CaptionPipeline:
         self.use_gpt_oss_default = use_gpt_oss_default
         self.reasoning_level_default = reasoning_level_default
         self.metrics = metrics
+        self.slot_wait_s = slot_wait_s  # None: wait as long as it takes (batch bounds its own concurrency)
 
     def spec_for(self, request: CaptionRequest) -> CaptionSpec:
         """Validates the request's style and language before any backend is called."""
@@ -108,7 +113,7 @@ class CaptionPipeline:
         location = parse_s3_uri(request.s3_uri)
         spec = self.spec_for(request)
         # One slot covers download and decode, so memory holds at most that many images at once.
-        async with self.preparer.slots:
+        async with self._image_slot():
             with self._in_flight(), timings.stage("s3"):
                 obj = await self.source.fetch(location)
             with self._in_flight(), timings.stage("image"):
@@ -124,6 +129,27 @@ class CaptionPipeline:
             with timings.stage("enhancer"):
                 result = await self._enhance(result, request, spec)
         return result
+
+    @asynccontextmanager
+    async def _image_slot(self) -> AsyncIterator[None]:
+        slots = self.preparer.slots
+        if self.slot_wait_s is None:
+            async with slots:
+                yield
+            return
+        try:
+            async with asyncio.timeout(self.slot_wait_s):
+                await slots.acquire()
+        except TimeoutError:
+            # A client waiting longer than this is better told to come back than left hanging.
+            raise GatewayBusy(
+                f"every image slot (MAX_CONCURRENT_IMAGES) has been busy for {self.slot_wait_s:g} s",
+                retry_after=SLOT_RETRY_AFTER_S,
+            ) from None
+        try:
+            yield
+        finally:
+            slots.release()
 
     @contextmanager
     def _in_flight(self) -> Iterator[None]:

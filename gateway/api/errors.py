@@ -21,6 +21,7 @@ _STATUS: list[tuple[type[errors.GatewayError], int, str]] = [
     (errors.ObjectNotFound, 404, "not_found_error"),
     (errors.AccessDenied, 403, "permission_error"),
     (errors.SourceUnavailable, 503, "service_unavailable_error"),
+    (errors.GatewayBusy, 503, "service_unavailable_error"),
     (errors.BackendUnavailable, 503, "service_unavailable_error"),
     (errors.BackendTimeout, 504, "timeout_error"),
     (errors.BackendBadResponse, 502, "bad_gateway_error"),
@@ -104,7 +105,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         415: "Not an image, an unsupported format, truncated or empty",
         422: "Malformed body, bad s3_uri, unknown style, language or reasoning level",
         502: "The VLM refused the request or answered something unusable",
-        503: "S3 or the VLM unreachable or overloaded after retries (see Retry-After)",
+        503: "S3, the VLM or the gateway itself unavailable or overloaded (see Retry-After)",
         504: "The VLM did not answer within VLM_TIMEOUT_S",
     }.items()
 }
