@@ -15,6 +15,7 @@ from typing import Any
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.api.errors import error_response
 from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("gateway.access")
@@ -46,15 +47,26 @@ class RequestContextMiddleware:
         start = time.perf_counter()
         status = 500
 
+        started = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 MutableHeaders(scope=message)["X-Request-ID"] = request_id
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            if started:
+                raise
+            # A bug, not a user error: answered here, in the envelope and with the request id the log
+            # line carries, rather than by Starlette's outermost handler, which knows neither.
+            log.exception("request_id=%s unhandled error on %s", request_id, scope.get("path"))
+            await error_response(
+                500, "internal error; see the gateway's log", "internal_error", "internal_error"
+            )(scope, receive, send_with_id)
         finally:
             self._record(scope, state, request_id, status, time.perf_counter() - start)
 

@@ -20,7 +20,7 @@ from gateway.batch.output_s3 import S3Parts
 from gateway.batch.progress import Progress, Summary
 from gateway.batch.source import Item, iter_items
 from gateway.batch.writeback import WriteBack
-from gateway.batch.xmp import _libxmp
+from gateway.batch.xmp import require_libxmp
 from gateway.errors import GatewayError
 from gateway.pipeline import CaptionPipeline, CaptionRequest, CaptionResult, StageTimings
 from gateway.settings import Settings
@@ -68,7 +68,7 @@ async def run_batch(options: BatchOptions, settings: Settings) -> int:
         output = make_output(options.out, s3)
         try:
             if "xmp" in options.write_back:
-                _libxmp()  # a missing Exempi is a reason not to start, not 5 million failures
+                require_libxmp()  # a missing Exempi is a reason not to start, not 5 million failures
             done = await output.prepare(options.mode)
         except (CannotStart, GatewayError) as exc:
             print(f"florence-tagger batch: {getattr(exc, 'message', exc)}", file=sys.stderr)

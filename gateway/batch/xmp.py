@@ -19,7 +19,7 @@ class XmpUnavailable(GatewayError):
     code = "xmp_unavailable"
 
 
-def _libxmp() -> Any:
+def require_libxmp() -> Any:
     try:
         import libxmp  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except Exception as exc:  # ImportError, or ExempiLoadError when libexempi is missing
@@ -39,7 +39,7 @@ def build_xmp(
     A sidecar may already hold a user's edits (darktable's history, digiKam's ratings): everything but
     the two fields we own survives.
     """
-    libxmp = _libxmp()
+    libxmp = require_libxmp()
     dc = libxmp.consts.XMP_NS_DC
     try:
         meta = libxmp.XMPMeta(xmp_str=existing.decode("utf-8")) if existing else libxmp.XMPMeta()

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from gateway.pipeline import CaptionPipeline
 from tests.conftest import BUCKET, GatewayFactory
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.s3_server import SECRET_KEY, free_port
@@ -179,3 +180,18 @@ async def test_unknown_route_uses_the_envelope(gateway: GatewayFactory) -> None:
         response = await client.get("/nope")
     assert response.status_code == 404
     assert_envelope(response.json(), "not_found")
+
+
+async def test_a_bug_is_a_500_in_the_envelope_with_the_request_id(
+    gateway: GatewayFactory, fake_vlm: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(self: CaptionPipeline, request: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(CaptionPipeline, "spec_for", broken)
+    async with gateway() as client:
+        response = await client.post("/caption", json={"s3_uri": URI}, headers={"X-Request-ID": "bug-1"})
+    assert response.status_code == 500
+    assert_envelope(response.json(), "internal_error")
+    assert "a bug" not in response.text  # no internals to the client
+    assert response.headers["x-request-id"] == "bug-1"
