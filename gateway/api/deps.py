@@ -1,4 +1,8 @@
-"""Dependencies the routes inject: the pipeline and settings the lifespan built, and the API-key check."""
+"""Dependencies the routes inject: the pipeline and settings the lifespan built, and the API-key check.
+
+All are ``async def``: FastAPI runs a plain ``def`` dependency in a thread pool, a thread hop per
+dependency per request for what is an attribute read.
+"""
 
 from __future__ import annotations
 
@@ -15,17 +19,17 @@ from gateway.settings import Settings
 _bearer = HTTPBearer(auto_error=False, description="One of API_KEYS, when that setting is set")
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_pipeline(request: Request) -> CaptionPipeline:
+async def get_pipeline(request: Request) -> CaptionPipeline:
     pipeline: CaptionPipeline = request.app.state.pipeline
     return pipeline
 
 
-def get_metrics(request: Request) -> GatewayMetrics:
+async def get_metrics(request: Request) -> GatewayMetrics:
     metrics: GatewayMetrics = request.app.state.metrics
     return metrics
 
@@ -35,7 +39,7 @@ PipelineDep = Annotated[CaptionPipeline, Depends(get_pipeline)]
 MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]
 
 
-def require_api_key(
+async def require_api_key(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     keys = settings.api_key_list
