@@ -106,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
+    # httpx logs every request's URL at INFO: noise beside our access log, and a URL may carry credentials.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     handler = args.handler
     result: int = handler(args, settings)
     return result
