@@ -55,12 +55,17 @@ class BatchBucket:
         return [o["Key"] for page in pages for o in page.get("Contents", [])]
 
 
-@pytest.fixture
-def bucket(s3_server: S3Server) -> BatchBucket:
+def new_bucket(s3_server: S3Server, prefix: str = "batch") -> BatchBucket:
+    """A fresh, empty bucket on the test S3 server."""
     client: Any = s3_server.client()
-    name = f"batch-{uuid.uuid4().hex[:12]}"
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
     client.create_bucket(Bucket=name)
     return BatchBucket(name, client)
+
+
+@pytest.fixture
+def bucket(s3_server: S3Server) -> BatchBucket:
+    return new_bucket(s3_server)
 
 
 @pytest.fixture

@@ -4,23 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.batch.conftest import BatchBucket, run_cli
+from tests.batch.conftest import BatchBucket, new_bucket, run_cli
 from tests.support.s3_server import S3Server
 from tests.support.vllm_stack import CpuStack
 
 
 @pytest.fixture
 def stack_bucket(s3_server: S3Server) -> BatchBucket:
-    client: Any = s3_server.client()
-    name = f"e2e-batch-{uuid.uuid4().hex[:8]}"
-    client.create_bucket(Bucket=name)
-    return BatchBucket(name, client)
+    return new_bucket(s3_server, "e2e-batch")
 
 
 def stack_env(s3_server: S3Server, cpu_stack: CpuStack) -> dict[str, str]:
