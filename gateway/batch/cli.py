@@ -53,6 +53,12 @@ def add_batch_parser(sub: Any) -> None:
     batch.add_argument("--engine", choices=("local", "ray"), default="local")
     batch.add_argument("--ray-actors", type=int, default=2, help="--engine ray: actors in the pool")
     batch.add_argument("--ray-num-cpus", type=float, help="--engine ray: CPUs of a local cluster")
+    batch.add_argument(
+        "--ray-window",
+        type=int,
+        default=50_000,
+        help="--engine ray: images listed into one Ray dataset at a time (bounds the driver's memory)",
+    )
     batch.add_argument("--log-every", type=int, default=100, help="log line every N images (no terminal)")
     batch.set_defaults(handler=run_batch_command)
 
@@ -80,6 +86,7 @@ def options_from_args(args: argparse.Namespace) -> BatchOptions:
         log_every=args.log_every,
         ray_actors=max(args.ray_actors, 1),
         ray_num_cpus=args.ray_num_cpus,
+        ray_window=max(args.ray_window, 1),
     )
 
 

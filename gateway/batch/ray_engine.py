@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from typing import Any
@@ -107,10 +108,12 @@ async def _drive(ray: Any, options: BatchOptions, settings: Settings) -> int:
             print(f"florence-tagger batch: {exc}", file=sys.stderr)
             return EXIT_CANNOT_START
         summary = Summary()
+        progress = Progress(summary, bar=options.progress_bar, log_every=options.log_every)
         try:
-            rows = await _pending(options, s3, done, Progress(summary, bar=False, log_every=10**9))
-            status = await _caption_on_ray(ray, rows, options, settings, output, summary)
+            windows = _pending(options, s3, done, progress)
+            status = await _caption_on_ray(ray, windows, options, settings, output, summary, progress)
         finally:
+            progress.close()
             await output.close()
         print(summary.text(), flush=True)
         return status
@@ -118,57 +121,69 @@ async def _drive(ray: Any, options: BatchOptions, settings: Settings) -> int:
 
 async def _pending(
     options: BatchOptions, s3: S3Batch, done: DoneIndex, progress: Progress
-) -> list[dict[str, str]]:
-    """The images still to caption. Held in the driver (about 100 bytes each) to become a dataset."""
-    rows = []
+) -> AsyncIterator[list[dict[str, str]]]:
+    """The images still to caption, a window of ``--ray-window`` at a time: the listing is streamed, so
+    the driver never holds more than one window (about 100 bytes an image)."""
+    window: list[dict[str, str]] = []
+    listed = 0
     async for item in iter_items(options.source, s3, modified_since=options.modified_since):
+        listed += 1
+        progress.listed(listed)
         if item.etag is None and item.uri in done.etags:
             # A URI list has no ETags: ask S3 only for URIs DEST already holds, as the local engine does.
             item = replace(item, etag=await s3.head_etag(parse_s3_uri(item.uri)))
         if item.etag is not None and done.is_done(item.uri, item.etag):
             progress.advance("skipped")
-        else:
-            rows.append({"s3_uri": item.uri, "etag": item.etag or ""})
-    return rows
+            continue
+        window.append({"s3_uri": item.uri, "etag": item.etag or ""})
+        if len(window) >= options.ray_window:
+            yield window
+            window = []
+    if window:
+        yield window
 
 
 async def _caption_on_ray(
     ray: Any,
-    rows: list[dict[str, str]],
+    windows: AsyncIterator[list[dict[str, str]]],
     options: BatchOptions,
     settings: Settings,
     output: Output,
     summary: Summary,
+    progress: Progress,
 ) -> int:
-    if not rows:
-        return EXIT_OK
-    progress = Progress(summary, bar=options.progress_bar, log_every=options.log_every)
-    progress.listed(len(rows) + summary.skipped)
-    try:
-        # num_cpus only sizes a local cluster; Ray refuses it when RAY_ADDRESS names a running one.
-        ray.init(num_cpus=options.ray_num_cpus, ignore_reinit_error=True, log_to_driver=False)
-    except ValueError as exc:
-        print(f"florence-tagger batch: cannot start Ray: {exc}", file=sys.stderr)
-        return EXIT_CANNOT_START
+    started = False
     interrupted = asyncio.Event()
     try:
-        dataset = ray.data.from_items(rows).map_batches(
-            CaptionActor,
-            fn_constructor_kwargs={"settings": settings, "options": options},
-            batch_size=options.concurrency,  # images in flight per actor
-            concurrency=options.ray_actors,
-            num_cpus=ACTOR_CPUS,
-        )
         with on_interrupt(interrupted.set):
-            async for batch in _batches(dataset):
-                if interrupted.is_set():  # Ctrl-C: stop between batches; a resume redoes the rest
-                    summary.interrupted = True
-                    return EXIT_INTERRUPTED
-                await _write_batch(batch, output, progress)
+            async for rows in windows:
+                if not started:
+                    try:
+                        # num_cpus only sizes a local cluster; Ray refuses it when RAY_ADDRESS names one.
+                        ray.init(num_cpus=options.ray_num_cpus, ignore_reinit_error=True, log_to_driver=False)
+                    except ValueError as exc:
+                        print(f"florence-tagger batch: cannot start Ray: {exc}", file=sys.stderr)
+                        return EXIT_CANNOT_START
+                    started = True
+                async for batch in _batches(_dataset(ray, rows, options, settings)):
+                    if interrupted.is_set():  # Ctrl-C: stop between batches; a resume redoes the rest
+                        summary.interrupted = True
+                        return EXIT_INTERRUPTED
+                    await _write_batch(batch, output, progress)
     finally:
-        progress.close()
-        ray.shutdown()
+        if started:
+            ray.shutdown()
     return EXIT_SOME_FAILED if summary.failed_total else EXIT_OK
+
+
+def _dataset(ray: Any, rows: list[dict[str, str]], options: BatchOptions, settings: Settings) -> Any:
+    return ray.data.from_items(rows).map_batches(
+        CaptionActor,
+        fn_constructor_kwargs={"settings": settings, "options": options},
+        batch_size=options.concurrency,  # images in flight per actor
+        concurrency=options.ray_actors,
+        num_cpus=ACTOR_CPUS,
+    )
 
 
 async def _batches(dataset: Any) -> Any:

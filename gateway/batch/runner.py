@@ -45,7 +45,8 @@ class BatchOptions:
     progress_bar: bool | None = None  # None: a bar when stderr is a terminal
     page_size: int = 1000
     ray_actors: int = 2  # --engine ray: actors in the pool, each with `concurrency` images in flight
-    ray_num_cpus: float | None = None  # --engine ray: CPUs of a local cluster (ignored with RAY_ADDRESS)
+    ray_num_cpus: float | None = None  # --engine ray: CPUs of a local cluster (refused with RAY_ADDRESS)
+    ray_window: int = 50_000  # --engine ray: images per Ray dataset; bounds what the driver holds
 
 
 class OutputFailed(Exception):

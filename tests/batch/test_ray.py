@@ -28,7 +28,18 @@ async def test_ray_engine_captions_every_image_once_and_resumes(
     uris = bucket.seed("ray/", 30)
     bucket.put("ray/broken.jpg", images.NOT_AN_IMAGE)
     dest = tmp_path / "out.jsonl"
-    args = (f"s3://{bucket.name}/ray/", "--out", str(dest), "--engine", "ray", "--ray-num-cpus", "2")
+    # A window of 8: the 30 images go through four Ray datasets, as a 5-million-key prefix would in windows.
+    args = (
+        f"s3://{bucket.name}/ray/",
+        "--out",
+        str(dest),
+        "--engine",
+        "ray",
+        "--ray-num-cpus",
+        "2",
+        "--ray-window",
+        "8",
+    )
     status, out, err = await run_cli(
         batch_env, *args, "--concurrency", "8", "--write-back", "sidecar", timeout_s=300
     )
