@@ -68,6 +68,22 @@ class CaptionResult:
     added_terms: list[AddedTerm] = field(default_factory=list)
 
 
+def caption_spec(styles: Mapping[str, Style], request: CaptionRequest) -> CaptionSpec:
+    """Validates the request's style and language before any backend (or batch output) is touched."""
+    name = request.style or (DEFAULT_STYLE_DETAILED if request.detailed else DEFAULT_STYLE_SHORT)
+    if name not in styles:
+        raise InvalidInput(
+            f"unknown style {name!r}; valid styles: {', '.join(sorted(styles))}", code="unknown_style"
+        )
+    language = (request.language or "en").lower()
+    if language not in LANGUAGES:
+        raise InvalidInput(
+            f"unsupported language {request.language!r}; supported: {', '.join(LANGUAGES)}",
+            code="unsupported_language",
+        )
+    return CaptionSpec(styles[name], language, request.prompt)
+
+
 class CaptionPipeline:
     def __init__(
         self,
@@ -93,20 +109,7 @@ class CaptionPipeline:
         self.slot_wait_s = slot_wait_s  # None: wait as long as it takes (batch bounds its own concurrency)
 
     def spec_for(self, request: CaptionRequest) -> CaptionSpec:
-        """Validates the request's style and language before any backend is called."""
-        name = request.style or (DEFAULT_STYLE_DETAILED if request.detailed else DEFAULT_STYLE_SHORT)
-        if name not in self.styles:
-            raise InvalidInput(
-                f"unknown style {name!r}; valid styles: {', '.join(sorted(self.styles))}",
-                code="unknown_style",
-            )
-        language = (request.language or "en").lower()
-        if language not in LANGUAGES:
-            raise InvalidInput(
-                f"unsupported language {request.language!r}; supported: {', '.join(LANGUAGES)}",
-                code="unsupported_language",
-            )
-        return CaptionSpec(self.styles[name], language, request.prompt)
+        return caption_spec(self.styles, request)
 
     async def caption(self, request: CaptionRequest, timings: StageTimings | None = None) -> CaptionResult:
         timings = timings if timings is not None else StageTimings()

@@ -10,6 +10,7 @@ Ray starts a local cluster unless ``RAY_ADDRESS`` names one (``ray.init`` reads 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -26,6 +27,7 @@ from gateway.batch.runner import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     BatchOptions,
+    check_can_start,
     make_output,
     on_interrupt,
     result_record,
@@ -95,7 +97,10 @@ def run_ray_batch(options: BatchOptions, settings: Settings) -> int:
             file=sys.stderr,
         )
         return EXIT_CANNOT_START
-    return asyncio.run(_drive(ray, options, settings))
+    try:
+        return asyncio.run(_drive(ray, options, settings))
+    except KeyboardInterrupt:  # Ctrl-C before our handler is installed (while listing the first window)
+        return EXIT_INTERRUPTED
 
 
 async def _drive(ray: Any, options: BatchOptions, settings: Settings) -> int:
@@ -103,15 +108,22 @@ async def _drive(ray: Any, options: BatchOptions, settings: Settings) -> int:
         s3 = S3Batch(client, timeout_s=settings.s3_timeout_s)
         output = make_output(options.out, s3)
         try:
+            check_can_start(options, settings)
             done = await output.prepare(options.mode)
-        except CannotStart as exc:
-            print(f"florence-tagger batch: {exc}", file=sys.stderr)
+        except (CannotStart, GatewayError) as exc:
+            print(f"florence-tagger batch: {getattr(exc, 'message', exc)}", file=sys.stderr)
             return EXIT_CANNOT_START
         summary = Summary()
         progress = Progress(summary, bar=options.progress_bar, log_every=options.log_every)
         try:
             windows = _pending(options, s3, done, progress)
             status = await _caption_on_ray(ray, windows, options, settings, output, summary, progress)
+        except (GatewayError, OSError, UnicodeError) as exc:  # the listing failed, as in the local engine
+            print(
+                f"florence-tagger batch: cannot list {options.source}: {getattr(exc, 'message', exc)}",
+                file=sys.stderr,
+            )
+            status = EXIT_CANNOT_START
         finally:
             progress.close()
             await output.close()
@@ -131,7 +143,9 @@ async def _pending(
         progress.listed(listed)
         if item.etag is None and item.uri in done.etags:
             # A URI list has no ETags: ask S3 only for URIs DEST already holds, as the local engine does.
-            item = replace(item, etag=await s3.head_etag(parse_s3_uri(item.uri)))
+            # Gone or refused: the item goes on without an ETag, and an actor reports the failure.
+            with contextlib.suppress(GatewayError):
+                item = replace(item, etag=await s3.head_etag(parse_s3_uri(item.uri)))
         if item.etag is not None and done.is_done(item.uri, item.etag):
             progress.advance("skipped")
             continue
@@ -152,27 +166,31 @@ async def _caption_on_ray(
     summary: Summary,
     progress: Progress,
 ) -> int:
-    started = False
+    first = await anext(windows, None)
+    if first is None:
+        return EXIT_OK
+    try:
+        # num_cpus only sizes a local cluster; Ray refuses it when RAY_ADDRESS names one. ray.init installs
+        # its own SIGTERM handler, so ours are installed after it.
+        ray.init(num_cpus=options.ray_num_cpus, ignore_reinit_error=True, log_to_driver=False)
+    except ValueError as exc:
+        print(f"florence-tagger batch: cannot start Ray: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
     interrupted = asyncio.Event()
     try:
         with on_interrupt(interrupted.set):
-            async for rows in windows:
-                if not started:
-                    try:
-                        # num_cpus only sizes a local cluster; Ray refuses it when RAY_ADDRESS names one.
-                        ray.init(num_cpus=options.ray_num_cpus, ignore_reinit_error=True, log_to_driver=False)
-                    except ValueError as exc:
-                        print(f"florence-tagger batch: cannot start Ray: {exc}", file=sys.stderr)
-                        return EXIT_CANNOT_START
-                    started = True
+            rows: list[dict[str, str]] | None = first
+            while rows is not None and not interrupted.is_set():
                 async for batch in _batches(_dataset(ray, rows, options, settings)):
                     if interrupted.is_set():  # Ctrl-C: stop between batches; a resume redoes the rest
-                        summary.interrupted = True
-                        return EXIT_INTERRUPTED
+                        break
                     await _write_batch(batch, output, progress)
+                rows = None if interrupted.is_set() else await anext(windows, None)
     finally:
-        if started:
-            ray.shutdown()
+        ray.shutdown()
+    if interrupted.is_set():
+        summary.interrupted = True
+        return EXIT_INTERRUPTED
     return EXIT_SOME_FAILED if summary.failed_total else EXIT_OK
 
 

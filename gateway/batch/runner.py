@@ -22,10 +22,11 @@ from gateway.batch.source import Item, iter_items
 from gateway.batch.writeback import WriteBack
 from gateway.batch.xmp import require_libxmp
 from gateway.errors import GatewayError
-from gateway.pipeline import CaptionPipeline, CaptionRequest, CaptionResult, StageTimings
+from gateway.pipeline import CaptionPipeline, CaptionRequest, CaptionResult, StageTimings, caption_spec
 from gateway.settings import Settings
 from gateway.sources.s3 import open_s3_client, parse_s3_uri
 from gateway.sources.s3_batch import S3Batch
+from gateway.styles import load_styles
 
 log = logging.getLogger("gateway.batch")
 EXIT_OK, EXIT_CANNOT_START, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -63,13 +64,19 @@ def result_record(result: CaptionResult, timings: StageTimings) -> dict[str, Any
     return {**record, "etag": result.etag, "timings": dict(timings.ms)}
 
 
+def check_can_start(options: BatchOptions, settings: Settings) -> None:
+    """What would fail every image fails the run instead, before DEST is touched (--overwrite deletes)."""
+    caption_spec(load_styles(settings.styles_file), options.request)  # a bad --style or --language
+    if "xmp" in options.write_back:
+        require_libxmp()  # a missing Exempi library
+
+
 async def run_batch(options: BatchOptions, settings: Settings) -> int:
     async with open_s3_client(settings) as client:
         s3 = S3Batch(client, timeout_s=settings.s3_timeout_s)
         output = make_output(options.out, s3)
         try:
-            if "xmp" in options.write_back:
-                require_libxmp()  # a missing Exempi is a reason not to start, not 5 million failures
+            check_can_start(options, settings)
             done = await output.prepare(options.mode)
         except (CannotStart, GatewayError) as exc:
             print(f"florence-tagger batch: {getattr(exc, 'message', exc)}", file=sys.stderr)
@@ -80,13 +87,6 @@ async def run_batch(options: BatchOptions, settings: Settings) -> int:
         )
         try:
             async with open_pipeline(settings) as pipeline:
-                try:
-                    pipeline.spec_for(
-                        options.request
-                    )  # a bad --style or --language stops here, not per image
-                except GatewayError as exc:
-                    print(f"florence-tagger batch: {exc.message}", file=sys.stderr)
-                    return EXIT_CANNOT_START
                 status = await BatchRun(options, pipeline, s3, output, writeback, done, summary).run()
         finally:
             await output.close()

@@ -164,10 +164,13 @@ async def test_unknown_style_stops_before_any_image(
     bucket: BatchBucket, run: RunBatch, fake_vlm: FakeOpenAI, tmp_path: Path
 ) -> None:
     bucket.seed("photos/", 3)
+    dest = tmp_path / "out.jsonl"
+    dest.write_text('{"s3_uri": "s3://earlier/run.jpg"}\n')
     request = CaptionRequest(s3_uri="", style="baroque")
-    status = await run(f"s3://{bucket.name}/photos/", str(tmp_path / "out.jsonl"), request=request)
+    status = await run(f"s3://{bucket.name}/photos/", str(dest), request=request, mode="overwrite")
     assert status == 1
     assert fake_vlm.requests == []
+    assert "earlier/run.jpg" in dest.read_text()  # a typo must not cost the earlier output
 
 
 async def test_unreadable_uri_list_ends_the_run_instead_of_hanging(
