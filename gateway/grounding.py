@@ -47,27 +47,33 @@ def _grounded(term: str, sources: Iterable[str]) -> bool:
     return any(pattern.search(_norm(source)) for source in sources)
 
 
-def specific_tokens(caption: str, language: str) -> list[str]:
-    """Proper-noun-like and model-number-like tokens: 'Profoto', 'A1X', 'EOS', 'R5', '24-70mm'."""
+def _tokens(caption: str) -> list[tuple[str, bool]]:
+    """Each word with its edge punctuation stripped, and whether it opens a sentence."""
     found = []
     for match in re.finditer(r"\S+", caption):
         token = match.group().strip(_TOKEN_EDGES)
-        if not token:
-            continue
+        if token:
+            found.append((token, bool(_SENTENCE_START.search(caption[: match.start()]))))
+    return found
+
+
+def specific_tokens(caption: str, language: str) -> list[str]:
+    """Proper-noun-like and model-number-like tokens: 'Profoto', 'A1X', 'EOS', 'R5', '24-70mm'."""
+    tokens = _tokens(caption)
+    cased = language in _CASED_PROPER_NOUNS
+    # Capitalised inside a sentence: a proper noun. At a sentence's start a capital proves nothing
+    # ("Golden light bathes...", "Des vagues..."), so there a word counts only when it is capitalised
+    # inside a sentence elsewhere too, or has an inner capital (iPhone, PlayStation).
+    proper = {t for t, start in tokens if cased and not start and t[0].isupper() and len(t) > 1}
+    found = []
+    for token, start in tokens:
         has_digit = any(c.isdigit() for c in token)
         has_alpha = any(c.isalpha() for c in token)
         model_number = has_digit and has_alpha
-        sentence_start = bool(_SENTENCE_START.search(caption[: match.start()]))
-        # A capital at a sentence's start proves nothing, so there only words that are not common openers
-        # count ("Nikon camera on a desk." must still be checked; "The", "Two", "Behind" need not be).
-        proper_noun = (
-            language in _CASED_PROPER_NOUNS
-            and token[0].isupper()
-            and len(token) > 1
-            and not (sentence_start and token.casefold() in _COMMON_OPENERS)
-        )
         acronym = has_alpha and len(token) > 1 and token.isupper()
-        if model_number or proper_noun or acronym:
+        inner_capital = cased and any(c.isupper() for c in token[1:])
+        proper_noun = token in proper and (not start or token.casefold() not in _COMMON_OPENERS)
+        if model_number or acronym or proper_noun or (start and inner_capital):
             found.append(token)
     return found
 

@@ -48,6 +48,22 @@ def test_substrings_do_not_ground_a_brand() -> None:
     assert "Canon" in check("A Canon camera.", [], ["CANONICAL"], [])
 
 
-def test_brand_at_the_start_of_a_sentence_is_checked() -> None:
-    found = check("Nikon camera on a desk. Leica lens beside it. The light is soft.", [], [], [])
-    assert found == ["Nikon", "Leica"]
+def test_brand_at_the_start_of_a_sentence_is_checked_when_it_reads_as_one() -> None:
+    found = check("Nikon camera on a desk. A second Nikon beside it. PlayStation box behind.", [], [], [])
+    assert found == ["Nikon", "PlayStation"]
+
+
+def test_an_ordinary_sentence_opener_is_not_a_brand() -> None:
+    original = "A dog runs on a beach at sunset."
+    english = "Golden light bathes a dog running along the beach. Waves roll in behind it."
+    assert (
+        ungrounded_terms(original=original, enhanced=english, added_terms=[], visible_text=[], brand_names=[])
+        == []
+    )
+    french = "Un chien court sur une plage. Des vagues roulent derrière lui."
+    assert (
+        ungrounded_terms(
+            original=original, enhanced=french, added_terms=[], visible_text=[], brand_names=[], language="fr"
+        )
+        == []
+    )
