@@ -84,6 +84,8 @@ def prepare_image(data: bytes, budget: PixelBudget) -> PreparedImage:
         return _prepare_open(image, data, budget)
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc), code="image_too_many_pixels") from None
+    except MemoryError:
+        raise  # the gateway's trouble, not the file's
     except Exception as exc:
         # Pillow reports truncated and corrupt streams as OSError, and malformed metadata as struct.error,
         # TypeError, KeyError...: whatever a broken file raises, it is the file's fault, a 415, not a 500.

@@ -83,10 +83,14 @@ def main() -> int:
         print("stopping", flush=True)
         return 0
     finally:
-        if gateway is not None and gateway.poll() is None:
-            gateway.terminate()
-            gateway.wait(timeout=15)
-        s3.stop()
+        try:
+            if gateway is not None and gateway.poll() is None:
+                gateway.terminate()
+                gateway.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            gateway.kill()
+        finally:
+            s3.stop()
 
 
 if __name__ == "__main__":

@@ -89,7 +89,10 @@ class ChatClient:
         """vLLM's own ``/health`` sits at the server root, beside ``/v1``."""
         root = self.base_url.removesuffix("/v1")
         try:
-            response = await self._health_http.get(f"{root}/health", timeout=HEALTH_TIMEOUT_S)
+            # With this backend's key: a server behind an authenticating proxy must still look ready.
+            response = await self._health_http.get(
+                f"{root}/health", timeout=HEALTH_TIMEOUT_S, headers=self._http.headers
+            )
         except httpx.HTTPError:
             return False
         return response.status_code == 200

@@ -223,6 +223,5 @@ def map_client_error(location: S3Location, exc: ClientError) -> Exception:
         )
     if status in (408, 429) or status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout"}:
         return TransientS3Error(f"S3 answered {status} {code}")
-    return SourceUnavailable(
-        f"S3 refused the request for {location.uri}: {code or status}", retry_after=RETRY_AFTER_S
-    )
+    # A permanent refusal (wrong region, archived object, bad request): no Retry-After to invite retries.
+    return SourceUnavailable(f"S3 refused the request for {location.uri}: {code or status}")
