@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from gateway.app import open_pipeline
-from gateway.batch.output import CannotStart, DoneIndex, Output
+from gateway.batch.output import DoneIndex, Output
 from gateway.batch.progress import Progress, Summary
 from gateway.batch.runner import (
     EXIT_CANNOT_START,
@@ -27,9 +27,8 @@ from gateway.batch.runner import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     BatchOptions,
-    check_can_start,
-    make_output,
     on_interrupt,
+    open_output,
     result_record,
 )
 from gateway.batch.source import iter_items
@@ -106,13 +105,10 @@ def run_ray_batch(options: BatchOptions, settings: Settings) -> int:
 async def _drive(ray: Any, options: BatchOptions, settings: Settings) -> int:
     async with open_s3_client(settings) as client:
         s3 = S3Batch(client, timeout_s=settings.s3_timeout_s)
-        output = make_output(options.out, s3)
-        try:
-            check_can_start(options, settings)
-            done = await output.prepare(options.mode)
-        except (CannotStart, GatewayError) as exc:
-            print(f"florence-tagger batch: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        opened = await open_output(options, settings, s3)
+        if opened is None:
             return EXIT_CANNOT_START
+        output, done = opened
         summary = Summary()
         progress = Progress(summary, bar=options.progress_bar, log_every=options.log_every)
         try:

@@ -71,16 +71,28 @@ def check_can_start(options: BatchOptions, settings: Settings) -> None:
         require_libxmp()  # a missing Exempi library
 
 
+async def open_output(
+    options: BatchOptions, settings: Settings, s3: S3Batch
+) -> tuple[Output, DoneIndex] | None:
+    """DEST, ready for lines, and what it already holds; None (said on stderr) when the run cannot start.
+
+    Shared by both engines, so they refuse the same things, in the same words, before any model call."""
+    output = make_output(options.out, s3)
+    try:
+        check_can_start(options, settings)
+        return output, await output.prepare(options.mode)
+    except (CannotStart, GatewayError) as exc:
+        print(f"florence-tagger batch: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return None
+
+
 async def run_batch(options: BatchOptions, settings: Settings) -> int:
     async with open_s3_client(settings) as client:
         s3 = S3Batch(client, timeout_s=settings.s3_timeout_s)
-        output = make_output(options.out, s3)
-        try:
-            check_can_start(options, settings)
-            done = await output.prepare(options.mode)
-        except (CannotStart, GatewayError) as exc:
-            print(f"florence-tagger batch: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        opened = await open_output(options, settings, s3)
+        if opened is None:
             return EXIT_CANNOT_START
+        output, done = opened
         summary = Summary()
         writeback = WriteBack(
             s3, options.write_back, sidecar_prefix=options.sidecar_prefix, language=options.request.language
