@@ -13,11 +13,9 @@ from __future__ import annotations
 import asyncio
 import io
 import math
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TypeVar
 
 import pillow_heif
 from PIL import Image, ImageCms, UnidentifiedImageError
@@ -40,7 +38,6 @@ _TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -55,9 +52,6 @@ class PreparedImage:
     jpeg: bytes
     width: int
     height: int
-    source_format: str
-    source_width: int
-    source_height: int
     passed_through: bool
 
 
@@ -117,14 +111,13 @@ def _open(data: bytes, budget: PixelBudget) -> Image.Image:
 
 
 def _prepare_open(image: Image.Image, data: bytes, budget: PixelBudget) -> PreparedImage:
-    source_format = str(image.format)
-    source_size = image.size
+    stored_size = image.size  # the draft decode below changes image.size
     orientation = _orientation(image)
     upright = _upright_size(image.size, orientation)
     target = fit_to_grid(*upright, budget)
     if _can_pass_through(image, orientation, budget):
         _prove_whole(image)  # a reduced decode: ``image.size`` is the draft's now, not the forwarded JPEG's
-        return PreparedImage(data, *source_size, source_format, *source_size, passed_through=True)
+        return PreparedImage(data, *stored_size, passed_through=True)
     if image.format in ("JPEG", "MPO"):
         # DCT scaling: decode at 1/2, 1/4 or 1/8 size, never below the target (no upsampling artefacts).
         image.draft(image.mode, _upright_size(target, orientation))
@@ -132,7 +125,7 @@ def _prepare_open(image: Image.Image, data: bytes, budget: PixelBudget) -> Prepa
     rgb = _to_srgb_rgb(_upright(image, orientation))
     if rgb.size != target:
         rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return PreparedImage(_encode_jpeg(rgb), *target, source_format, *source_size, passed_through=False)
+    return PreparedImage(_encode_jpeg(rgb), *target, passed_through=False)
 
 
 def _orientation(image: Image.Image) -> int:
@@ -230,10 +223,7 @@ class ImagePreparer:
         self.slots = asyncio.Semaphore(max_concurrent)
 
     async def prepare(self, data: bytes) -> PreparedImage:
-        return await self._run(prepare_image, data, self.budget)
-
-    async def _run(self, func: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, prepare_image, data, self.budget)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -117,10 +117,11 @@ class CaptionPipeline:
         spec = self.spec_for(request)
         # One slot covers download and decode, so memory holds at most that many images at once.
         async with self._image_slot():
-            with self._in_flight(), timings.stage("s3"):
-                obj = await self.source.fetch(location)
-            with self._in_flight(), timings.stage("image"):
-                image = await self.preparer.prepare(obj.data)
+            with self._in_flight():
+                with timings.stage("s3"):
+                    obj = await self.source.fetch(location)
+                with timings.stage("image"):
+                    image = await self.preparer.prepare(obj.data)
         if self.metrics:
             self.metrics.vlm_bytes.inc(len(image.jpeg))
             if image.passed_through:

@@ -29,13 +29,11 @@ class DoneIndex:
     """What DEST already holds: the ETag of the latest line per S3 URI."""
 
     etags: dict[str, str] = field(default_factory=dict)
-    lines: int = 0
     # Set when DEST holds a line that a later one supersedes (ETag changed, torn or foreign line):
     # the output is compacted at close so that every image appears once.
     stale: bool = False
 
     def add_line(self, raw: bytes) -> None:
-        self.lines += 1
         try:
             record = json.loads(raw)
             uri, etag = str(record["s3_uri"]), str(record.get("etag", ""))

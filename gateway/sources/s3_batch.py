@@ -26,7 +26,6 @@ MAX_TAGS = 10  # S3's limit per object; PutObjectTagging replaces the whole set
 class ListedObject:
     location: S3Location
     etag: str
-    size: int
     last_modified: datetime
 
 
@@ -47,7 +46,6 @@ class S3Batch:
                 listed = ListedObject(
                     S3Location(bucket, entry["Key"]),
                     str(entry.get("ETag", "")).strip('"'),
-                    int(entry.get("Size", 0)),
                     entry["LastModified"],
                 )
                 if modified_since is None or listed.last_modified > modified_since:
