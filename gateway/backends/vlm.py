@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 from gateway.backends.openai_chat import ChatClient, ChatResult
@@ -57,8 +58,11 @@ class VlmCaption:
     raw: dict[str, Any] | None = field(default=None, repr=False)  # the JSON as the VLM sent it, for eval
 
 
+@cache  # per style: it is derived state, built once rather than on every request
 def caption_schema(style: Style) -> dict[str, Any]:
-    """The JSON schema for one style: every string and array bounded, so generation always ends."""
+    """The JSON schema for one style: every string and array bounded, so generation always ends.
+
+    Shared and cached: treat the returned dict as read-only."""
 
     def strings(max_items: int, max_chars: int, min_items: int = 0) -> dict[str, Any]:
         items = {"type": "string", "minLength": 1, "maxLength": max_chars}
@@ -101,6 +105,7 @@ def worst_case_tokens(schema: dict[str, Any]) -> int:
     raise ValueError(f"unbounded schema node: {schema!r}")
 
 
+@cache
 def structured_max_tokens(style: Style) -> int:
     return worst_case_tokens(caption_schema(style)) + STRUCTURED_MARGIN_TOKENS
 
