@@ -82,10 +82,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, str(exc.detail), kind, code, dict(exc.headers or {}) or None)
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    # A bug, not a user error: log it with its traceback, answer in the envelope without internals.
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+def internal_error_response() -> JSONResponse:
+    """A bug, not a user error: the envelope without internals; the log has the traceback."""
     return error_response(500, "internal error; see the gateway's log", "internal_error", "internal_error")
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    # Only reached for errors outside RequestContextMiddleware, which answers the others itself.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return internal_error_response()
 
 
 def register_error_handlers(app: FastAPI) -> None:

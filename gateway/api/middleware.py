@@ -15,7 +15,7 @@ from typing import Any
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from gateway.api.errors import error_response
+from gateway.api.errors import internal_error_response
 from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("gateway.access")
@@ -64,9 +64,7 @@ class RequestContextMiddleware:
             # A bug, not a user error: answered here, in the envelope and with the request id the log
             # line carries, rather than by Starlette's outermost handler, which knows neither.
             log.exception("request_id=%s unhandled error on %s", request_id, scope.get("path"))
-            await error_response(
-                500, "internal error; see the gateway's log", "internal_error", "internal_error"
-            )(scope, receive, send_with_id)
+            await internal_error_response()(scope, receive, send_with_id)
         finally:
             self._record(scope, state, request_id, status, time.perf_counter() - start)
 
