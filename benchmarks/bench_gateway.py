@@ -52,7 +52,14 @@ from PIL import Image  # noqa: E402
 from gateway.imaging import PixelBudget, fit_to_grid, prepare_image  # noqa: E402
 from gateway.settings import PATCH  # noqa: E402
 from tests.support.images import photo  # noqa: E402
-from tests.support.s3_server import ACCESS_KEY, SECRET_KEY, S3Server, free_port, start_s3_server  # noqa: E402
+from tests.support.s3_server import (  # noqa: E402
+    ACCESS_KEY,
+    SECRET_KEY,
+    S3Server,
+    free_port,
+    start_s3_server,
+    stop_process,
+)
 
 RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
 BUCKET = "bench"
@@ -164,13 +171,7 @@ class Proc:
         return f"http://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
+        stop_process(self.process)
 
 
 @dataclass

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 from gateway.settings import Settings
@@ -16,7 +18,12 @@ def test_every_setting_is_documented_in_the_table() -> None:
     assert aliases - table == set()
 
 
-def test_the_two_commands_are_there() -> None:
-    assert "`docker compose up -d`" in README
-    assert "`scripts/test`" in README
-    assert (ROOT / "scripts" / "test").exists()
+def test_the_readme_commands_exist() -> None:
+    """Every script the 'two commands' table names is there and executable; compose has its file."""
+    table = README.split("## The two commands", 1)[1].split("\n## ", 1)[0]
+    scripts = re.findall(r"`(scripts/[\w-]+)", table)
+    assert {"scripts/test", "scripts/local-service"} <= set(scripts)
+    for script in scripts:
+        assert os.access(ROOT / script, os.X_OK), f"{script} is named in the README but is not executable"
+    assert "`docker compose up -d`" in table
+    assert (ROOT / "docker-compose.yml").is_file()

@@ -24,6 +24,17 @@ SECRET_KEY = "florence-test-secret-do-not-log"
 READY_TIMEOUT_S = 60.0
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within ``timeout_s``."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout_s)
+
+
 def free_port(below: int = 55535) -> int:
     """A free TCP port on 127.0.0.1; SeaweedFS adds 10000 for gRPC, so stay below 55535."""
     while True:
@@ -60,13 +71,7 @@ class S3Server:
         )
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
