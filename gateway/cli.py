@@ -1,4 +1,4 @@
-"""The ``florence-tagger`` command: ``serve`` today; ``batch`` and ``eval`` build on the same pipeline."""
+"""The ``florence-tagger`` command: ``serve`` (the HTTP gateway), ``batch`` and ``eval``, on one pipeline."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ import uvicorn
 from pydantic import ValidationError
 
 from gateway.batch.cli import add_batch_parser
-from gateway.settings import REASONING_LEVELS, Settings
+from gateway.records import REASONING_LEVELS
+from gateway.settings import Settings
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -38,9 +39,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _eval(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.app import open_pipeline
     from gateway.evaluation import evaluate, read_labels
     from gateway.pipeline import CaptionRequest
+    from gateway.wiring import open_pipeline
 
     try:
         labels = read_labels(Path(args.labels))

@@ -1,4 +1,5 @@
-"""The gateway's typed errors. The pipeline raises these; ``api/errors.py`` maps them to HTTP once.
+"""Every error the gateway raises on purpose, in one place. ``api/errors.py`` maps them to HTTP once (one
+table); the batch command maps them to failure lines and exit codes.
 
 Every error carries a stable ``code`` (clients switch on it) and a message that is safe to show: no
 secrets, no image bytes.
@@ -79,3 +80,25 @@ class BackendTimeout(BackendError):
 
 class BackendBadResponse(BackendError):
     """The backend refused the request (other 4xx) or answered something unusable."""
+
+
+class EnhancementFailed(GatewayError):
+    """The enhancer failed in any way: the caller keeps the VLM's caption and reports this."""
+
+    code = "enhancement_failed"
+
+
+# --- write-back and the batch command ---------------------------------------------------------------------
+class XmpUnavailable(GatewayError):
+    """XMP write-back asked for, but python-xmp-toolkit or the Exempi library is missing."""
+
+    code = "xmp_unavailable"
+
+
+class CannotStart(Exception):
+    """A batch cannot start (DEST exists without --resume/--overwrite, cannot be written, a bad option):
+    exit 1 before any model call."""
+
+
+class OutputFailed(Exception):
+    """DEST stopped accepting lines mid-run: stop, since every further caption would be lost."""

@@ -21,11 +21,11 @@ import pillow_heif
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from gateway.errors import ImageTooLarge, UnsupportedImage
-from gateway.settings import PATCH
 
 # HEIC/HEIF come from pillow-heif; AVIF is Pillow's own. Registering an opener is idempotent.
 pillow_heif.register_heif_opener()
 
+PATCH = 28  # Qwen2.5-VL: one visual token per 28x28 pixels (14-px patches, 2x2 merge)
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
 JPEG_QUALITY = 92
 ORIENTATION_TAG = 0x0112
@@ -215,12 +215,11 @@ def _encode_jpeg(image: Image.Image) -> bytes:
 
 
 class ImagePreparer:
-    """Runs ``prepare_image`` off the event loop with a bounded number of images in memory at once."""
+    """Runs ``prepare_image`` off the event loop, on at most ``max_threads`` images at once."""
 
-    def __init__(self, budget: PixelBudget, max_concurrent: int) -> None:
+    def __init__(self, budget: PixelBudget, max_threads: int) -> None:
         self.budget = budget
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="imaging")
-        self.slots = asyncio.Semaphore(max_concurrent)
+        self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="imaging")
 
     async def prepare(self, data: bytes) -> PreparedImage:
         return await asyncio.get_running_loop().run_in_executor(self._pool, prepare_image, data, self.budget)

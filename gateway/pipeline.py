@@ -12,15 +12,16 @@ from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, replace
 
-from gateway.backends.enhancer import EnhancementFailed, EnhancerBackend
+from gateway.backends.enhancer import EnhancerBackend
 from gateway.backends.vlm import CaptionSpec, VlmBackend, VlmCaption
-from gateway.errors import GatewayBusy, InvalidInput
+from gateway.errors import EnhancementFailed, GatewayBusy, InvalidInput
 from gateway.grounding import AddedTerm
 from gateway.imaging import ImagePreparer, PreparedImage
 from gateway.languages import LANGUAGES
 from gateway.metrics import GatewayMetrics
-from gateway.settings import ReasoningLevel
-from gateway.sources.s3 import S3Object, S3Source, parse_s3_uri
+from gateway.records import AddedTermRecord, BrandRecord, CaptionRecord, ReasoningLevel
+from gateway.sources.s3 import S3Object, S3Source
+from gateway.sources.s3_uri import parse_s3_uri
 from gateway.styles import DEFAULT_STYLE_DETAILED, DEFAULT_STYLE_SHORT, Style
 
 SLOT_RETRY_AFTER_S = 2.0
@@ -67,6 +68,39 @@ class CaptionResult:
     enhancement_error: str | None = None
     added_terms: list[AddedTerm] = field(default_factory=list)
 
+    def record(self) -> CaptionRecord:
+        """The result as it is served, written and stored (structured fields only in structured mode)."""
+        vlm = self.vlm
+        structured = vlm.structured
+        return CaptionRecord(
+            caption=self.caption,
+            enhanced=self.enhanced,
+            s3_uri=self.s3_uri,
+            original_caption=self.original_caption,
+            enhancement_error=self.enhancement_error,
+            truncated=vlm.truncated,
+            style=self.style,
+            keywords=vlm.keywords if structured else None,
+            visible_text=vlm.visible_text if structured else None,
+            brands=[BrandRecord(name=b.name, evidence=b.evidence) for b in vlm.brands]
+            if structured
+            else None,
+            colors=vlm.colors if structured else None,
+            added_terms=(
+                [AddedTermRecord(term=t.term, evidence=t.evidence) for t in self.added_terms]
+                if self.enhanced and structured
+                else None
+            ),
+            models=self.models,
+            usage=self.usage,
+        )
+
+
+@dataclass(frozen=True)
+class PipelineHealth:
+    vlm: bool
+    enhancer: bool | None  # None: not checked, because enhancement is off by default
+
 
 def caption_spec(styles: Mapping[str, Style], request: CaptionRequest) -> CaptionSpec:
     """Validates the request's style and language before any backend (or batch output) is touched."""
@@ -95,11 +129,14 @@ class CaptionPipeline:
         styles: Mapping[str, Style],
         use_gpt_oss_default: bool,
         reasoning_level_default: ReasoningLevel,
+        max_concurrent_images: int,
         metrics: GatewayMetrics | None = None,
         slot_wait_s: float | None = None,
     ) -> None:
         self.source = source
         self.preparer = preparer
+        # One slot covers download and decode, so memory holds at most this many images at once.
+        self._slots = asyncio.Semaphore(max_concurrent_images)
         self.vlm = vlm
         self.enhancer = enhancer
         self.styles = styles
@@ -115,8 +152,7 @@ class CaptionPipeline:
         timings = timings if timings is not None else StageTimings()
         location = parse_s3_uri(request.s3_uri)
         spec = self.spec_for(request)
-        # One slot covers download and decode, so memory holds at most that many images at once.
-        async with self._image_slot():
+        async with self.image_slot():
             with self._in_flight():
                 with timings.stage("s3"):
                     obj = await self.source.fetch(location)
@@ -134,9 +170,18 @@ class CaptionPipeline:
                 result = await self._enhance(result, request, spec)
         return result
 
+    async def health(self) -> PipelineHealth:
+        """The VLM's readiness, and the enhancer's when it enhances by default (a missing gpt-oss host
+        must not slow every probe when nothing uses it)."""
+        if not self.use_gpt_oss_default:
+            return PipelineHealth(vlm=await self.vlm.health(), enhancer=None)
+        vlm, enhancer = await asyncio.gather(self.vlm.health(), self.enhancer.health())
+        return PipelineHealth(vlm=vlm, enhancer=enhancer)
+
     @asynccontextmanager
-    async def _image_slot(self) -> AsyncIterator[None]:
-        slots = self.preparer.slots
+    async def image_slot(self) -> AsyncIterator[None]:
+        """One of ``MAX_CONCURRENT_IMAGES`` slots: anything that holds an image's bytes in memory takes one."""
+        slots = self._slots
         if self.slot_wait_s is None:
             async with slots:
                 yield

@@ -13,9 +13,12 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ReasoningLevel = Literal["low", "medium", "high"]
-REASONING_LEVELS: tuple[ReasoningLevel, ...] = ("low", "medium", "high")
-PATCH = 28  # Qwen2.5-VL: one visual token per 28x28 pixels (14-px patches, 2x2 merge)
+from gateway.records import REASONING_LEVELS, ReasoningLevel
+
+# Qwen2.5-VL spends one visual token per 28x28 pixels (imaging.PATCH): 1280 tokens at most, 4 at least.
+VLM_MAX_PIXELS_DEFAULT = 1280 * 28 * 28
+VLM_MIN_PIXELS_DEFAULT = 4 * 28 * 28
+ONE_TOKEN_PIXELS = 28 * 28
 
 
 class Settings(BaseSettings):
@@ -51,8 +54,8 @@ class Settings(BaseSettings):
     s3_timeout_s: float = Field(10.0, alias="S3_TIMEOUT_S", gt=0)
     max_image_bytes: int = Field(20_971_520, alias="MAX_IMAGE_BYTES", gt=0)
     max_image_pixels: int = Field(100_000_000, alias="MAX_IMAGE_PIXELS", gt=0)
-    vlm_max_pixels: int = Field(1280 * PATCH * PATCH, alias="VLM_MAX_PIXELS", ge=PATCH * PATCH)
-    vlm_min_pixels: int = Field(4 * PATCH * PATCH, alias="VLM_MIN_PIXELS", ge=PATCH * PATCH)
+    vlm_max_pixels: int = Field(VLM_MAX_PIXELS_DEFAULT, alias="VLM_MAX_PIXELS", ge=ONE_TOKEN_PIXELS)
+    vlm_min_pixels: int = Field(VLM_MIN_PIXELS_DEFAULT, alias="VLM_MIN_PIXELS", ge=ONE_TOKEN_PIXELS)
     max_concurrent_images: int = Field(4, alias="MAX_CONCURRENT_IMAGES", ge=1)
 
     # --- the HTTP server -------------------------------------------------------------------------------

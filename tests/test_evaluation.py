@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import open_pipeline
 from gateway.evaluation import evaluate, read_labels
 from gateway.pipeline import CaptionRequest
 from gateway.settings import Settings
-from tests.conftest import BUCKET
+from gateway.wiring import open_pipeline
 from tests.support.fake_openai import FakeOpenAI, Reply, structured
+from tests.support.gateway import BUCKET
 from tests.support.s3_server import S3Server
 
 

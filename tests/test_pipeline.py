@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.app import open_pipeline
 from gateway.errors import GatewayBusy
 from gateway.pipeline import CaptionRequest
 from gateway.settings import Settings
-from tests.conftest import BUCKET
+from gateway.wiring import open_pipeline
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.gateway import BUCKET
 from tests.support.s3_server import S3Server
 
 
@@ -20,7 +20,7 @@ async def test_a_request_waiting_too_long_for_an_image_slot_is_told_to_come_back
         S3_ENDPOINT_URL=s3_server.endpoint_url, VLM_BASE_URL=fake_vlm.base_url, MAX_CONCURRENT_IMAGES=1
     )
     async with open_pipeline(settings, slot_wait_s=0.2) as pipeline:
-        async with pipeline.preparer.slots:  # another request holds the only slot
+        async with pipeline.image_slot():  # another request holds the only slot
             with pytest.raises(GatewayBusy) as busy:
                 await pipeline.caption(CaptionRequest(s3_uri=f"s3://{BUCKET}/in-budget.jpg"))
         assert busy.value.retry_after

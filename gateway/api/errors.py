@@ -18,6 +18,8 @@ log = logging.getLogger("gateway.errors")
 # (status, OpenAI-style error type) per error class; the most specific class wins.
 _STATUS: list[tuple[type[errors.GatewayError], int, str]] = [
     (errors.InvalidInput, 422, "invalid_request_error"),
+    (errors.ImageTooLarge, 413, "request_too_large_error"),
+    (errors.UnsupportedImage, 415, "unsupported_media_type_error"),
     (errors.ObjectNotFound, 404, "not_found_error"),
     (errors.AccessDenied, 403, "permission_error"),
     (errors.SourceUnavailable, 503, "service_unavailable_error"),
@@ -40,10 +42,6 @@ class ErrorEnvelope(BaseModel):
 
 
 def status_of(exc: errors.GatewayError) -> tuple[int, str]:
-    if isinstance(exc, errors.ImageTooLarge):
-        return 413, "request_too_large_error"
-    if isinstance(exc, errors.UnsupportedImage):
-        return 415, "unsupported_media_type_error"
     for cls, status, kind in _STATUS:
         if isinstance(exc, cls):
             return status, kind

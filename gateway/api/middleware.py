@@ -19,7 +19,7 @@ from gateway.api.errors import internal_error_response
 from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("gateway.access")
-KNOWN_ROUTES = frozenset({"/caption", "/health", "/livez", "/metrics", "/styles", "/docs", "/openapi.json"})
+QUIET_ROUTES = frozenset({"/health", "/livez", "/metrics"})  # probes and scrapes every few seconds
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -72,14 +72,17 @@ class RequestContextMiddleware:
         self, scope: Scope, state: dict[str, Any], request_id: str, status: int, seconds: float
     ) -> None:
         path = scope.get("path", "")
-        route = path if path in KNOWN_ROUTES else "other"
+        # The matched route's template (the router sets it), so a metric's labels stay few whatever the
+        # paths requested; anything unmatched is "other".
+        matched = scope.get("route")
+        route = str(getattr(matched, "path", "other")) if matched is not None else "other"
         self.metrics.requests.labels(route, str(status)).inc()
         timings = state.get("timings")
         stages = timings.ms if timings is not None else {}
         if stages:
             self.metrics.observe_stages(stages)
-        if route in ("/health", "/livez", "/metrics") and status < 400:
-            return  # probes and scrapes every few seconds would drown the log
+        if route in QUIET_ROUTES and status < 400:
+            return  # they would drown the log
         stage_text = " ".join(f"{name}_ms={ms}" for name, ms in stages.items())
         log.info(
             "request_id=%s method=%s path=%s status=%d total_ms=%.1f %s",

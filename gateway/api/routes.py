@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -12,6 +10,7 @@ from gateway.api.errors import ERROR_RESPONSES
 from gateway.api.schemas import BackendStatus, CaptionIn, CaptionOut, HealthOut, LiveOut, StylesOut
 from gateway.languages import LANGUAGES
 from gateway.pipeline import StageTimings
+from gateway.records import CaptionRecord
 
 router = APIRouter()
 
@@ -23,21 +22,19 @@ router = APIRouter()
     responses=ERROR_RESPONSES,
     dependencies=[ApiKeyDep],
 )
-async def caption(body: CaptionIn, request: Request, pipeline: PipelineDep) -> CaptionOut:
+async def caption(body: CaptionIn, request: Request, pipeline: PipelineDep) -> CaptionRecord:
     timings = StageTimings()
     request.state.timings = timings  # the access log reports them, for failed requests too
     result = await pipeline.caption(body.to_request(), timings)
-    return CaptionOut.from_result(result)
+    return result.record()
 
 
 @router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
 async def health(settings: SettingsDep, pipeline: PipelineDep) -> JSONResponse:
     """Ready when the VLM answers its own /health; the enhancer is reported but never flips `ok`."""
-    vlm_ok, enhancer_ok = await asyncio.gather(
-        pipeline.vlm.chat.health(), _enhancer_health(settings, pipeline)
-    )
+    probed = await pipeline.health()
     body = HealthOut(
-        ok=vlm_ok,
+        ok=probed.vlm,
         backend=settings.backend_name,
         device=settings.vlm_device,
         gpt_oss_enabled=settings.use_gpt_oss,
@@ -45,18 +42,13 @@ async def health(settings: SettingsDep, pipeline: PipelineDep) -> JSONResponse:
         gpt_oss_reasoning_level=settings.gpt_oss_reasoning_level,
         vlm_load_8bit=settings.vlm_load_8bit,
         backends={
-            "vlm": BackendStatus(ok=vlm_ok, enabled=True, model=settings.vlm_model_id),
+            "vlm": BackendStatus(ok=probed.vlm, enabled=True, model=settings.vlm_model_id),
             "enhancer": BackendStatus(
-                ok=enhancer_ok, enabled=settings.use_gpt_oss, model=settings.gpt_oss_model_id
+                ok=probed.enhancer, enabled=settings.use_gpt_oss, model=settings.gpt_oss_model_id
             ),
         },
     )
-    return JSONResponse(body.model_dump(), status_code=200 if vlm_ok else 503)
-
-
-async def _enhancer_health(settings: SettingsDep, pipeline: PipelineDep) -> bool | None:
-    # Not checked when disabled globally: a missing gpt-oss host must not slow every probe.
-    return await pipeline.enhancer.chat.health() if settings.use_gpt_oss else None
+    return JSONResponse(body.model_dump(), status_code=200 if probed.vlm else 503)
 
 
 @router.get("/livez", response_model=LiveOut)

@@ -1,4 +1,6 @@
-"""Request and response models of the HTTP API. The original service's keys are a contract: never rename."""
+"""Request and response models of the HTTP API. The original service's keys are a contract: never rename.
+
+The caption itself has one shape everywhere (``gateway.records``); this module adds what only HTTP has."""
 
 from __future__ import annotations
 
@@ -6,8 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.pipeline import CaptionRequest, CaptionResult
-from gateway.settings import ReasoningLevel
+from gateway.pipeline import CaptionRequest
+from gateway.records import CaptionRecord, ReasoningLevel
 
 PROMPT_MAX_CHARS = 1000
 
@@ -28,56 +30,8 @@ class CaptionIn(BaseModel):
         return CaptionRequest(**self.model_dump())
 
 
-class BrandOut(BaseModel):
-    name: str
-    evidence: str
-
-
-class AddedTermOut(BaseModel):
-    term: str
-    evidence: str
-
-
-class CaptionOut(BaseModel):
-    caption: str
-    enhanced: bool
-    s3_uri: str
-    original_caption: str | None = Field(None, description="The VLM's caption, when enhanced")
-    enhancement_error: str | None = Field(None, description="Why enhancement was asked for but not applied")
-    truncated: bool = Field(False, description="The VLM hit its token limit; cut to the last full sentence")
-    style: str
-    keywords: list[str] | None = None
-    visible_text: list[str] | None = None
-    brands: list[BrandOut] | None = None
-    colors: list[str] | None = None
-    added_terms: list[AddedTermOut] | None = None
-    models: dict[str, str | None]
-    usage: dict[str, dict[str, int]]
-
-    @classmethod
-    def from_result(cls, result: CaptionResult) -> CaptionOut:
-        vlm = result.vlm
-        structured = vlm.structured
-        return cls(
-            caption=result.caption,
-            enhanced=result.enhanced,
-            s3_uri=result.s3_uri,
-            original_caption=result.original_caption,
-            enhancement_error=result.enhancement_error,
-            truncated=vlm.truncated,
-            style=result.style,
-            keywords=vlm.keywords if structured else None,
-            visible_text=vlm.visible_text if structured else None,
-            brands=[BrandOut(name=b.name, evidence=b.evidence) for b in vlm.brands] if structured else None,
-            colors=vlm.colors if structured else None,
-            added_terms=(
-                [AddedTermOut(term=t.term, evidence=t.evidence) for t in result.added_terms]
-                if result.enhanced and structured
-                else None
-            ),
-            models=result.models,
-            usage=result.usage,
-        )
+class CaptionOut(CaptionRecord):
+    """The record, as ``POST /caption`` answers it (``records.CaptionRecord``: the one shape)."""
 
 
 class BackendStatus(BaseModel):

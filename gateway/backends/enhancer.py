@@ -14,10 +14,10 @@ from typing import Any
 
 from gateway.backends.openai_chat import ChatClient, ChatResult
 from gateway.backends.vlm import VlmCaption
-from gateway.errors import GatewayError
+from gateway.errors import EnhancementFailed, GatewayError
 from gateway.grounding import AddedTerm, ungrounded_terms
 from gateway.languages import LANGUAGES
-from gateway.settings import ReasoningLevel
+from gateway.records import ReasoningLevel
 from gateway.text import clean, loads_lenient, strip_preamble
 
 ADDED_TERMS_MAX = 10
@@ -33,10 +33,6 @@ SYSTEM_GROUNDED = (
     "number or proper name that is not in the caption or the evidence. List every such specific you add in "
     "added_terms with the evidence that supports it."
 )
-
-
-class EnhancementFailed(GatewayError):
-    code = "enhancement_failed"
 
 
 @dataclass(frozen=True)
@@ -108,6 +104,9 @@ class EnhancerBackend:
             lines.append(f"Evidence: {json.dumps(evidence, ensure_ascii=False)}")
         lines.append(f"Write the caption in {LANGUAGES.get(language, 'English')}.")
         return "\n".join(lines)
+
+    async def health(self) -> bool:
+        return await self.chat.health()
 
     async def enhance(
         self, vlm: VlmCaption, level: ReasoningLevel, language: str = "en", max_chars: int = 600

@@ -166,6 +166,9 @@ class VlmBackend:
             payload["max_tokens"] = self._max_tokens
         return payload
 
+    async def health(self) -> bool:
+        return await self.chat.health()
+
     async def describe(self, image: PreparedImage, spec: CaptionSpec) -> VlmCaption:
         result = await self.chat.complete(self.build_request(image, spec))
         return parse_structured(result) if self.structured else parse_text(result)

@@ -7,11 +7,13 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.batch.job import EXIT_INTERRUPTED, BatchOptions
+from gateway.batch.local import run_batch
 from gateway.batch.output import Mode
-from gateway.batch.runner import EXIT_INTERRUPTED, BatchOptions, run_batch
-from gateway.batch.writeback import parse_modes
 from gateway.pipeline import CaptionRequest
-from gateway.settings import REASONING_LEVELS, Settings
+from gateway.records import REASONING_LEVELS
+from gateway.settings import Settings
+from gateway.writeback import parse_modes
 
 DEFAULT_CONCURRENCY = 32  # enough requests in flight for vLLM's continuous batching to stay full
 

@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from gateway.errors import CannotStart
+from gateway.records import CaptionLine, FailureLine
+
 Mode = Literal["new", "resume", "overwrite"]
 FSYNC_EVERY_LINES = 32
 FSYNC_EVERY_S = 1.0
-
-
-class CannotStart(Exception):
-    """DEST exists without --resume/--overwrite, or cannot be written: exit 1 before any model call."""
 
 
 @dataclass
@@ -51,10 +50,6 @@ class DoneIndex:
         return self.etags.get(uri) == etag
 
 
-def encode(record: dict[str, Any]) -> bytes:
-    return (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-
-
 def uri_of(raw: bytes) -> str | None:
     try:
         return str(json.loads(raw)["s3_uri"])
@@ -74,9 +69,9 @@ class Output(Protocol):
 
     async def prepare(self, mode: Mode) -> DoneIndex: ...
 
-    async def write(self, record: dict[str, Any]) -> None: ...
+    async def write(self, line: CaptionLine) -> None: ...
 
-    async def fail(self, record: dict[str, Any]) -> None: ...
+    async def fail(self, line: FailureLine) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -149,14 +144,14 @@ class LocalJsonl:
             os.fsync(file.fileno())
         return done
 
-    async def write(self, record: dict[str, Any]) -> None:
+    async def write(self, line: CaptionLine) -> None:
         assert self._out is not None, "prepare() first"
-        self._out.append(encode(record))
-        self._done.add(str(record["s3_uri"]), str(record.get("etag", "")))
+        self._out.append(line.encode())
+        self._done.add(line.s3_uri, line.etag)
 
-    async def fail(self, record: dict[str, Any]) -> None:
+    async def fail(self, line: FailureLine) -> None:
         assert self._errors is not None, "prepare() first"
-        self._errors.append(encode(record))
+        self._errors.append(line.encode())
 
     async def close(self) -> None:
         for file in (self._out, self._errors):

@@ -11,21 +11,26 @@ import re
 import time
 from typing import Any
 
-from gateway.batch.output import CannotStart, DoneIndex, Mode, encode, last_positions, uri_of
-from gateway.batch.source import parse_prefix
-from gateway.errors import GatewayError
-from gateway.sources.s3 import S3Location
-from gateway.sources.s3_batch import S3Batch
+from gateway.batch.output import DoneIndex, Mode, last_positions, uri_of
+from gateway.errors import CannotStart, GatewayError
+from gateway.records import CaptionLine, FailureLine
+from gateway.sources.s3 import S3Source
+from gateway.sources.s3_uri import S3Location, parse_prefix
+from gateway.sources.s3_writes import S3Writer
 
 PART_LINES = 100
 PART_SECONDS = 5.0
 _PART = re.compile(r"part-(\d{5,})\.jsonl$")
 JSONL = "application/x-ndjson"
+PART_MAX_BYTES = 1024 * 1024 * 1024  # a part read back on resume; 100 lines are far below this
 
 
 class S3Parts:
-    def __init__(self, s3: S3Batch, dest: str, *, part_lines: int = PART_LINES) -> None:
-        self._s3 = s3
+    def __init__(
+        self, source: S3Source, writer: S3Writer, dest: str, *, part_lines: int = PART_LINES
+    ) -> None:
+        self._source = source
+        self._s3 = writer
         self._where = parse_prefix(dest if dest.endswith("/") else dest + "/")
         self.description = self._where.uri
         self._part_lines = part_lines
@@ -44,7 +49,7 @@ class S3Parts:
 
     async def prepare(self, mode: Mode) -> DoneIndex:
         try:
-            existing = [o.location async for o in self._s3.list(self._where.bucket, self._where.key)]
+            existing = [o.location async for o in self._source.list(self._where.bucket, self._where.key)]
             ours = [loc for loc in existing if self._is_ours(loc)]
             if ours and mode == "new":
                 raise CannotStart(f"{self.description} already holds output; pass --resume or --overwrite")
@@ -76,14 +81,14 @@ class S3Parts:
             for raw in await self._lines(number):
                 self._done.add_line(raw)
 
-    async def write(self, record: dict[str, Any]) -> None:
-        self._buffer.append(encode(record))
-        self._done.add(str(record["s3_uri"]), str(record.get("etag", "")))
+    async def write(self, line: CaptionLine) -> None:
+        self._buffer.append(line.encode())
+        self._done.add(line.s3_uri, line.etag)
         if len(self._buffer) >= self._part_lines or time.monotonic() - self._flushed_at >= PART_SECONDS:
             await self.flush()
 
-    async def fail(self, record: dict[str, Any]) -> None:
-        self._errors.append(encode(record))
+    async def fail(self, line: FailureLine) -> None:
+        self._errors.append(line.encode())
 
     async def flush(self) -> None:
         async with self._lock:
@@ -115,4 +120,4 @@ class S3Parts:
                 await self._s3.put(self._part(number), b"".join(kept), JSONL)
 
     async def _lines(self, number: int) -> list[bytes]:
-        return (await self._s3.get(self._part(number)) or b"").splitlines(keepends=True)
+        return (await self._source.read(self._part(number), PART_MAX_BYTES) or b"").splitlines(keepends=True)

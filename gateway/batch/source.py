@@ -9,41 +9,22 @@ from datetime import datetime
 from pathlib import Path
 
 from gateway.errors import InvalidInput
-from gateway.sources.s3 import S3Location, parse_s3_uri
-from gateway.sources.s3_batch import S3Batch
-
-# By name only: the content is checked when fetched, and a non-image is reported as a failure then.
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
-)
+from gateway.sources.s3 import S3Source
+from gateway.sources.s3_uri import is_image_key, parse_prefix
 
 
 @dataclass(frozen=True)
 class Item:
-    """One image to caption; ``etag`` is None when the source does not know it (a URI list)."""
+    """One image to caption. ``etag`` is None when the source does not know it (a URI list); then
+    ``done_etag`` is the version DEST already holds, if any, for the worker to compare with a HEAD."""
 
     uri: str
     etag: str | None = None
-
-
-def is_image_key(key: str) -> bool:
-    dot = key.rfind(".")
-    return dot > key.rfind("/") and key[dot:].lower() in IMAGE_EXTENSIONS
-
-
-def parse_prefix(uri: str) -> S3Location:
-    """``s3://bucket/prefix/`` (the prefix may be empty: the whole bucket)."""
-    if uri.startswith("s3://") and "/" not in uri[5:]:
-        uri += "/"
-    bucket, _, prefix = uri[5:].partition("/")
-    if not uri.startswith("s3://") or not bucket:
-        raise InvalidInput(f"not an S3 prefix: {uri!r}; expected s3://bucket/prefix/", code="invalid_s3_uri")
-    parse_s3_uri(f"s3://{bucket}/x")  # validates the bucket name
-    return S3Location(bucket, prefix)
+    done_etag: str | None = None
 
 
 async def iter_items(
-    source: str, s3: S3Batch, *, modified_since: datetime | None = None, page_size: int = 1000
+    source: str, s3: S3Source, *, modified_since: datetime | None = None, page_size: int = 1000
 ) -> AsyncIterator[Item]:
     if source.startswith("s3://"):
         where = parse_prefix(source)

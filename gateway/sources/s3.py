@@ -1,16 +1,18 @@
-"""S3 reads: the only module that talks to S3 (aiobotocore).
+"""S3 through aiobotocore: the client, the retry and error policy every S3 call goes through, and reads.
 
-One GET per image, streamed with a size cap so an oversized object is refused before it is held whole.
-Retries are ours (tenacity, the same policy as the model backends), so botocore's own are switched off.
+Reads (this module): an image, streamed with a size cap so an oversized object is refused before it is held
+whole; a HEAD for the current ETag; a listing, page by page; a small whole object (a sidecar, a batch part).
+Writes (puts, deletes, tags) are ``s3_writes.py``, on the same client and policy. Retries are ours
+(tenacity, the same policy as the model backends), so botocore's own are switched off.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
@@ -34,8 +36,9 @@ from tenacity import (
     wait_random,
 )
 
-from gateway.errors import AccessDenied, ImageTooLarge, InvalidInput, ObjectNotFound, SourceUnavailable
+from gateway.errors import AccessDenied, ImageTooLarge, ObjectNotFound, SourceUnavailable
 from gateway.settings import Settings
+from gateway.sources.s3_uri import S3Location
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -46,8 +49,6 @@ CHUNK_BYTES = 256 * 1024
 MAX_ATTEMPTS = 3
 RETRY_AFTER_S = 2.0
 
-# Bucket names per S3's rules (3-63 chars, lower-case, digits, dots, hyphens); keys are anything non-empty.
-_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9])/(?P<key>.+)$")
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
 _DENIED = {
     "AccessDenied",
@@ -60,16 +61,6 @@ _DENIED = {
     "AllAccessDisabled",
     "AccountProblem",
 }
-
-
-@dataclass(frozen=True)
-class S3Location:
-    bucket: str
-    key: str
-
-    @property
-    def uri(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
 
 
 @dataclass(frozen=True)
@@ -89,15 +80,15 @@ _TRANSIENT = (
 )
 
 
+@dataclass(frozen=True)
+class ListedObject:
+    location: S3Location
+    etag: str
+    last_modified: datetime
+
+
 class TransientS3Error(Exception):
-    """A transient S3 failure worth another attempt (also raised by s3_batch under the same policy)."""
-
-
-def parse_s3_uri(uri: str) -> S3Location:
-    match = _URI.match(uri.strip()) if isinstance(uri, str) else None
-    if match is None:
-        raise InvalidInput(f"not a valid S3 URI: {uri!r}; expected s3://bucket/key", code="invalid_s3_uri")
-    return S3Location(match["bucket"], match["key"])
+    """A transient S3 failure worth another attempt."""
 
 
 def _client_config(settings: Settings) -> AioConfig:
@@ -126,41 +117,96 @@ async def open_s3_client(settings: Settings) -> AsyncIterator[S3Client]:
 
 
 class S3Source:
+    """Reads under the gateway's policy. ``max_bytes`` caps an image; ``read`` takes its own cap."""
+
     def __init__(self, client: S3Client, *, max_bytes: int, timeout_s: float, retry_base_s: float = 0.2):
-        self._client = client
+        self.client = client  # shared with ``S3Writer``: one pool per process
         self._max_bytes = max_bytes
         self._timeout_s = timeout_s
         self._retry_base_s = retry_base_s
 
     async def fetch(self, location: S3Location) -> S3Object:
-        return await call_with_retries(
-            location, lambda: self._get(location), timeout_s=self._timeout_s, retry_base_s=self._retry_base_s
+        """An image: refused as ``image_too_large`` above ``MAX_IMAGE_BYTES``, before it is held whole."""
+        return await self.call(location, lambda: self._get(location, self._max_bytes, "MAX_IMAGE_BYTES"))
+
+    async def read(self, location: S3Location, max_bytes: int) -> bytes | None:
+        """A small whole object (a sidecar, a batch part), or None when it does not exist."""
+        try:
+            return (
+                await self.call(location, lambda: self._get(location, max_bytes, "the reader's cap"))
+            ).data
+        except ObjectNotFound:
+            return None
+
+    async def head_etag(self, location: S3Location) -> str:
+        head = await self.call(
+            location, lambda: self.client.head_object(Bucket=location.bucket, Key=location.key)
+        )
+        return str(head.get("ETag", "")).strip('"')
+
+    async def list(
+        self, bucket: str, prefix: str, *, modified_since: datetime | None = None, page_size: int = 1000
+    ) -> AsyncIterator[ListedObject]:
+        """One page at a time: a 5-million-key prefix never sits in memory."""
+        token: str | None = None
+        while True:
+            page = await self._page(bucket, prefix, token, page_size)
+            for entry in page.get("Contents", []):
+                listed = ListedObject(
+                    S3Location(bucket, entry["Key"]),
+                    str(entry.get("ETag", "")).strip('"'),
+                    entry["LastModified"],
+                )
+                if modified_since is None or listed.last_modified > modified_since:
+                    yield listed
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    async def _page(self, bucket: str, prefix: str, token: str | None, page_size: int) -> Any:
+        where = S3Location(bucket, prefix or "*")
+        if token:
+            return await self.call(
+                where,
+                lambda: self.client.list_objects_v2(
+                    Bucket=bucket, Prefix=prefix, MaxKeys=page_size, ContinuationToken=token
+                ),
+            )
+        return await self.call(
+            where, lambda: self.client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=page_size)
         )
 
-    async def _get(self, location: S3Location) -> S3Object:
-        response = await self._client.get_object(Bucket=location.bucket, Key=location.key)
+    async def _get(self, location: S3Location, max_bytes: int, limit: str) -> S3Object:
+        response = await self.client.get_object(Bucket=location.bucket, Key=location.key)
         # Entering the body first: an oversized object is refused without reading it, and its
         # connection still goes back to the pool.
         async with response["Body"] as stream:
-            self._check_size(location, response.get("ContentLength"))
-            data = await self._read_capped(location, stream)
+            _check_size(location, response.get("ContentLength"), max_bytes, limit)
+            data = await _read_capped(location, stream, max_bytes, limit)
         return S3Object(location, data, str(response.get("ETag", "")).strip('"'))
 
-    def _check_size(self, location: S3Location, length: int | None) -> None:
-        if length is not None and length > self._max_bytes:
-            raise ImageTooLarge(
-                f"{location.uri} is {length} bytes; the limit is {self._max_bytes} (MAX_IMAGE_BYTES)",
-                code="image_too_large",
-            )
+    async def call(self, location: S3Location, call: Callable[[], Awaitable[T]]) -> T:
+        return await call_with_retries(
+            location, call, timeout_s=self._timeout_s, retry_base_s=self._retry_base_s
+        )
 
-    async def _read_capped(self, location: S3Location, stream: Any) -> bytes:
-        # The size header can be absent or wrong; the cap holds while reading too.
-        buffer = bytearray()
-        while chunk := await stream.read(CHUNK_BYTES):
-            buffer += chunk
-            if len(buffer) > self._max_bytes:
-                self._check_size(location, len(buffer))
-        return bytes(buffer)
+
+def _check_size(location: S3Location, length: int | None, max_bytes: int, limit: str) -> None:
+    if length is not None and length > max_bytes:
+        raise ImageTooLarge(
+            f"{location.uri} is {length} bytes; the limit is {max_bytes} ({limit})",
+            code="image_too_large",
+        )
+
+
+async def _read_capped(location: S3Location, stream: Any, max_bytes: int, limit: str) -> bytes:
+    # The size header can be absent or wrong; the cap holds while reading too.
+    buffer = bytearray()
+    while chunk := await stream.read(CHUNK_BYTES):
+        buffer += chunk
+        if len(buffer) > max_bytes:
+            _check_size(location, len(buffer), max_bytes, limit)
+    return bytes(buffer)
 
 
 async def call_with_retries(

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import io
-
-from PIL import Image
-
-from tests.conftest import BUCKET, GatewayFactory, json_enhancement
 from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.gateway import BUCKET, GatewayFactory, json_enhancement
 
 URI = f"s3://{BUCKET}/in-budget.jpg"
-
-
-def sent_image(fake: FakeOpenAI, index: int = -1) -> tuple[bytes, Image.Image]:
-    """The JPEG the gateway put into its chat request, decoded."""
-    content = fake.requests[index]["messages"][-1]["content"]
-    url = next(part["image_url"]["url"] for part in content if part["type"] == "image_url")
-    prefix = "data:image/jpeg;base64,"
-    assert url.startswith(prefix)
-    data = base64.b64decode(url[len(prefix) :])
-    return data, Image.open(io.BytesIO(data))
 
 
 async def test_old_client_sends_only_s3_uri(gateway: GatewayFactory, fake_vlm: FakeOpenAI) -> None:

@@ -7,9 +7,10 @@ import time
 import pytest
 
 from gateway.pipeline import CaptionPipeline
-from tests.conftest import BUCKET, GatewayFactory
 from tests.support.fake_openai import FakeOpenAI, Reply
-from tests.support.s3_server import SECRET_KEY, free_port
+from tests.support.gateway import BUCKET, GatewayFactory
+from tests.support.processes import free_port
+from tests.support.s3_server import SECRET_KEY
 
 URI = f"s3://{BUCKET}/in-budget.jpg"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import GatewayFactory
 from tests.support.fake_openai import FakeOpenAI, Reply, structured
-from tests.support.s3_server import free_port
+from tests.support.gateway import GatewayFactory
+from tests.support.processes import free_port
 
 ORIGINAL_KEYS = {"ok", "backend", "device", "gpt_oss_enabled", "gpt_oss_model", "gpt_oss_reasoning_level"}
 

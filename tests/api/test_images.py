@@ -6,9 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.api.test_caption import sent_image
-from tests.conftest import BUCKET, GatewayFactory
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.gateway import BUCKET, GatewayFactory, sent_image
 from tests.support.s3_server import S3Server
 
 BUDGET = 1280 * 28 * 28

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from tests.conftest import BUCKET, GatewayFactory, json_enhancement
 from tests.support.fake_openai import FakeOpenAI, Reply, structured
+from tests.support.gateway import BUCKET, GatewayFactory, json_enhancement
 
 URI = f"s3://{BUCKET}/in-budget.jpg"
 STUDIO = "A photographer holds a camera in a studio with softbox lighting."

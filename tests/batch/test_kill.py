@@ -11,7 +11,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from tests.batch.conftest import BatchBucket, run_cli, start_cli
+from tests.support.batch import BatchBucket, run_cli, start_cli
 from tests.support.fake_openai import FakeOpenAI, Reply, structured
 
 COUNT = 150

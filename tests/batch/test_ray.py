@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.batch.conftest import BatchBucket, run_cli, start_cli
 from tests.support import images
+from tests.support.batch import BatchBucket, run_cli, start_cli
 from tests.support.fake_openai import FakeOpenAI, Reply, structured
 
 if not os.environ.get("CI"):  # CI installs the extra (scripts/test): there a missing Ray must fail, not skip

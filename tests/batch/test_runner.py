@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from gateway.pipeline import CaptionRequest
-from tests.batch.conftest import BatchBucket, RunBatch, run_cli
 from tests.support import images
+from tests.support.batch import BatchBucket, RunBatch, run_cli
 from tests.support.fake_openai import FakeOpenAI, Reply
 
 

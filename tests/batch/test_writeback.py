@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from gateway.batch.writeback import tag_value
-from tests.batch.conftest import BatchBucket, RunBatch
+from gateway.writeback.tags import tag_value
+from tests.support.batch import BatchBucket, RunBatch
 
 DARKTABLE_XMP = b"""<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
 <rdf:Description rdf:about="" xmlns:darktable="http://darktable.sf.net/" xmlns:dc="http://purl.org/dc/elements/1.1/"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.batch.conftest import BatchBucket, new_bucket, run_cli
+from tests.support.batch import BatchBucket, new_bucket, run_cli
 from tests.support.s3_server import S3Server
 from tests.support.vllm_stack import CpuStack
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from gateway.app import open_pipeline
 from gateway.evaluation import Label, evaluate
 from gateway.pipeline import CaptionRequest
 from gateway.settings import Settings
 from gateway.styles import load_styles
-from tests.conftest import BUCKET, GatewayFactory
+from gateway.wiring import open_pipeline
+from tests.support.gateway import BUCKET, GatewayFactory
 from tests.support.s3_server import S3Server
 from tests.support.vllm_stack import CpuStack
 

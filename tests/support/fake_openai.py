@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from tests.support.s3_server import free_port
+from tests.support.processes import free_port
 
 
 @dataclass

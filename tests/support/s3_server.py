@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,30 +18,11 @@ from pathlib import Path
 import boto3
 from botocore.config import Config
 
+from tests.support.processes import free_port, stop_process, tail
+
 ACCESS_KEY = "florence-test-access"
 SECRET_KEY = "florence-test-secret-do-not-log"
 READY_TIMEOUT_S = 60.0
-
-
-def stop_process(process: subprocess.Popen[bytes], timeout_s: float = 15) -> None:
-    """SIGTERM, then SIGKILL if it has not exited within ``timeout_s``."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=timeout_s)
-
-
-def free_port(below: int = 55535) -> int:
-    """A free TCP port on 127.0.0.1; SeaweedFS adds 10000 for gRPC, so stay below 55535."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port < below:
-            return port
 
 
 def weed_binary() -> str:
@@ -69,6 +49,16 @@ class S3Server:
             aws_secret_access_key=SECRET_KEY,
             config=Config(signature_version="s3v4", retries={"max_attempts": 2}),
         )
+
+    def env(self) -> dict[str, str]:
+        """What a gateway, batch run or benchmark needs to reach this server (the normal AWS chain)."""
+        return {
+            "S3_ENDPOINT_URL": self.endpoint_url,
+            "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+            "AWS_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
 
     def stop(self) -> None:
         stop_process(self.process)
@@ -97,18 +87,25 @@ def _wait_ready(server: S3Server) -> None:
     client = server.client()
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"weed exited with {server.process.returncode}:\n{_tail(server.log_path)}")
+            raise RuntimeError(f"weed exited with {server.process.returncode}:\n{tail(server.log_path)}")
         try:
             client.list_buckets()  # type: ignore[attr-defined]
             return
         except Exception:
             time.sleep(0.2)
     server.stop()
-    raise RuntimeError(f"SeaweedFS S3 not ready in {READY_TIMEOUT_S:g} s:\n{_tail(server.log_path)}")
+    raise RuntimeError(f"SeaweedFS S3 not ready in {READY_TIMEOUT_S:g} s:\n{tail(server.log_path)}")
 
 
-def _tail(path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+def start_s3_server_when_free(attempts: int = 20, wait_s: float = 15.0) -> S3Server:
+    """For benchmarks and scripts: only one SeaweedFS runs on a machine (fixed internal ports), so wait
+    while another one (a test run, say) holds them."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return start_s3_server()
+        except RuntimeError as exc:
+            if attempt == attempts:
+                raise
+            print(f"  S3 server did not start ({str(exc).splitlines()[0]}); retrying in {wait_s:g} s")
+            time.sleep(wait_s)
+    raise AssertionError("unreachable")

@@ -19,12 +19,10 @@ the standard library and httpx, and reaches vLLM through subprocesses in the sep
 from __future__ import annotations
 
 import argparse
-import collections
 import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import httpx
+from tests.support.processes import HOST, free_port, run_until_one_exits, stop_group, tail, wait_until_ready
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SETUP_SCRIPT = REPO_ROOT / "scripts" / "setup-cpu-stack"
@@ -46,7 +44,6 @@ VLM_MODEL_ID = "Qwen/Qwen2.5-VL-7B-Instruct"
 GPT_OSS_MODEL_ID = "openai/gpt-oss-120b"
 DEFAULT_VLM_PORT = 8001
 DEFAULT_GPT_OSS_PORT = 8002
-HOST = "127.0.0.1"
 
 # Production's serving flags, sized for a 2-core CPU box.
 COMMON_SERVE_ARGS = (
@@ -82,10 +79,6 @@ def venv_python() -> Path:
     return venv_dir() / "bin" / "python"
 
 
-def _tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
 def _run(command: Sequence[str], what: str, timeout: float) -> str:
     """Run a setup step; raise StackError with its output's tail when it fails."""
     try:
@@ -99,7 +92,7 @@ def _run(command: Sequence[str], what: str, timeout: float) -> str:
     if result.returncode != 0:
         raise StackError(
             f"{what} failed (exit {result.returncode}): {' '.join(command)}\n"
-            f"{_tail(result.stdout + result.stderr)}"
+            + "\n".join((result.stdout + result.stderr).splitlines()[-LOG_TAIL_LINES:])
         )
     return result.stdout
 
@@ -124,12 +117,6 @@ def ensure_models(cache_root: Path | None = None, timeout: float = BUILD_TIMEOUT
     output = _run(command, "deploy/cpu-stack/build_models.py", timeout)
     paths = json.loads(output.strip().splitlines()[-1])
     return ModelDirs(vlm=Path(paths["vlm"]), gpt_oss=Path(paths["gpt_oss"]))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def server_env(cache_dir: Path, base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -236,35 +223,18 @@ class VllmServer:
 
         Raises StackError with the log's tail at once if the process exits, or after ``timeout``.
         """
-        started = time.monotonic()
-        deadline = started + timeout
-        with httpx.Client(timeout=2.0) as client:
-            while True:
-                if not self.is_running():
-                    code = None if self._process is None else self._process.returncode
-                    raise StackError(
-                        f"{self.name} vLLM server exited (code {code}) before it was ready\n{self.describe()}"
-                    )
-                with contextlib.suppress(httpx.HTTPError):
-                    if client.get(self.health_url).status_code == 200:
-                        return time.monotonic() - started
-                if time.monotonic() > deadline:
-                    raise StackError(
-                        f"{self.name} vLLM server not ready after {timeout:.0f} s\n{self.describe()}"
-                    )
-                time.sleep(0.5)
+        try:
+            return wait_until_ready(
+                self.health_url, alive=self.is_running, what=f"{self.name} vLLM server", timeout_s=timeout
+            )
+        except RuntimeError as exc:
+            raise StackError(f"{str(exc).strip()}\n{self.describe()}") from None
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM the whole process group, then SIGKILL whatever is left after ``timeout``."""
         process, self._process = self._process, None
         if process is not None:
-            self._signal_group(process.pid, signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=timeout)
-            # The API server may be gone while its engine/worker children linger: kill the group anyway.
-            self._signal_group(process.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=5)
+            stop_group(process, timeout)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -275,21 +245,11 @@ class VllmServer:
         return self.wait_ready(timeout)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        try:
-            with self.log_path.open("rb") as handle:
-                tail = collections.deque(handle, maxlen=lines)
-        except OSError:
-            return "(no log)"
-        return b"".join(tail).decode("utf-8", "replace")
+        return tail(self.log_path, lines)
 
     def describe(self) -> str:
         command = " ".join(self.command())
         return f"command: {command}\nlog: {self.log_path}\n--- last lines ---\n{self.log_tail()}"
-
-    @staticmethod
-    def _signal_group(pgid: int, sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
 
     def __repr__(self) -> str:
         return f"VllmServer({self.name!r}, {self.url}, running={self.is_running()})"
@@ -403,8 +363,7 @@ def _serve(args: argparse.Namespace) -> int:
             print(f"gpt-oss  {stack.gpt_oss.served_model_name:32} {stack.gpt_oss_url}", flush=True)
             print("gateway env:", " ".join(f"{k}={v}" for k, v in stack.gateway_env().items()), flush=True)
             print("ready; Ctrl-C stops both", flush=True)
-            while all(server.is_running() for server in stack.servers):
-                time.sleep(1.0)
+            run_until_one_exits(server.is_running for server in stack.servers)
             dead = next(server for server in stack.servers if not server.is_running())
             print(f"{dead.name} server exited\n{dead.describe()}", file=sys.stderr)
             return 1

@@ -10,13 +10,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, XmpUnavailable
 
 CREATOR_TOOL = "florence-tagger"
-
-
-class XmpUnavailable(GatewayError):
-    code = "xmp_unavailable"
 
 
 def require_libxmp() -> Any:

@@ -1,0 +1,82 @@
+"""The one shape of a caption result: as the API serves it, a batch writes it, write-back and the catalogue
+store it. Plain pydantic, no HTTP: ``api/schemas.py`` declares these as the response, ``batch/`` encodes
+them as JSONL lines, ``writeback/`` reads their fields by name.
+
+The field order is the order of the keys in every JSON form (responses, JSONL lines, sidecars); the original
+service's keys (``caption``, ``enhanced``, ``original_caption``, ``s3_uri``) are a contract: never rename.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+ReasoningLevel = Literal["low", "medium", "high"]
+REASONING_LEVELS: tuple[ReasoningLevel, ...] = ("low", "medium", "high")
+
+
+class BrandRecord(BaseModel):
+    name: str
+    evidence: str
+
+
+class AddedTermRecord(BaseModel):
+    term: str
+    evidence: str
+
+
+class CaptionRecord(BaseModel):
+    caption: str
+    enhanced: bool
+    s3_uri: str
+    original_caption: str | None = Field(None, description="The VLM's caption, when enhanced")
+    enhancement_error: str | None = Field(None, description="Why enhancement was asked for but not applied")
+    truncated: bool = Field(False, description="The VLM hit its token limit; cut to the last full sentence")
+    style: str
+    keywords: list[str] | None = None
+    visible_text: list[str] | None = None
+    brands: list[BrandRecord] | None = None
+    colors: list[str] | None = None
+    added_terms: list[AddedTermRecord] | None = None
+    models: dict[str, str | None]
+    usage: dict[str, dict[str, int]]
+
+
+def encode_line(record: BaseModel) -> bytes:
+    """One compact JSONL line, without ``null`` keys, non-ASCII kept as UTF-8."""
+    return _json_line(record.model_dump(exclude_none=True))
+
+
+def _json_line(data: dict[str, object]) -> bytes:
+    # The standard encoder, as every earlier release wrote lines: outputs stay byte-compatible.
+    return (json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+class CaptionLine(CaptionRecord):
+    """A batch output line and a JSON sidecar: the record plus the version it describes and its timings."""
+
+    etag: str
+    timings: dict[str, float] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, record: CaptionRecord, etag: str, timings: dict[str, float]) -> CaptionLine:
+        return cls(**dict(record), etag=etag, timings=timings)
+
+    def encode(self) -> bytes:
+        return encode_line(self)
+
+
+class FailureLine(BaseModel):
+    """A batch error line: which image, which version when known, the error code and message."""
+
+    s3_uri: str
+    etag: str | None
+    reason: str
+    message: str
+    timings: dict[str, float] = Field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        # ``etag: null`` is kept: a URI list does not know the version that failed.
+        return _json_line(self.model_dump())

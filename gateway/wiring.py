@@ -1,0 +1,138 @@
+"""The composition root: every outside client built from ``Settings``, opened together, closed in ``finally``.
+
+The HTTP app, the batch command (both engines), ``eval`` and, later, the event workers call these, so they
+all run the same pipeline on the same kind of clients. Nothing here knows about HTTP serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pydantic import SecretStr
+
+from gateway.backends.enhancer import EnhancerBackend
+from gateway.backends.openai_chat import HEALTH_TIMEOUT_S, ChatClient, make_http_client
+from gateway.backends.vlm import VlmBackend
+from gateway.imaging import ImagePreparer, PixelBudget
+from gateway.metrics import GatewayMetrics
+from gateway.pipeline import CaptionPipeline
+from gateway.settings import Settings
+from gateway.sources.s3 import S3Source, open_s3_client
+from gateway.sources.s3_writes import S3Writer
+from gateway.styles import load_styles
+
+if TYPE_CHECKING:
+    import httpx
+    from types_aiobotocore_s3 import S3Client
+
+HEALTH_POOL_CONNECTIONS = 4
+
+
+@dataclass(frozen=True)
+class S3:
+    """Reads and writes on one client (one connection pool)."""
+
+    source: S3Source
+    writer: S3Writer
+
+
+def s3_on(client: S3Client, settings: Settings) -> S3:
+    source = S3Source(client, max_bytes=settings.max_image_bytes, timeout_s=settings.s3_timeout_s)
+    return S3(source, S3Writer(source))
+
+
+@asynccontextmanager
+async def open_s3(settings: Settings) -> AsyncIterator[S3]:
+    async with open_s3_client(settings) as client:
+        yield s3_on(client, settings)
+
+
+@asynccontextmanager
+async def open_pipeline(
+    settings: Settings,
+    *,
+    s3: S3 | None = None,
+    metrics: GatewayMetrics | None = None,
+    slot_wait_s: float | None = None,
+) -> AsyncIterator[CaptionPipeline]:
+    """The caption pipeline and its clients. Pass ``s3`` to share a client the caller already holds
+    (batch lists and writes on it), so a process opens S3 once."""
+    styles = load_styles(settings.styles_file)  # a bad styles file fails at start-up
+    async with AsyncExitStack() as stack:
+        if s3 is None:
+            s3 = await stack.enter_async_context(open_s3(settings))
+        # One small pool for readiness probes of both backends, apart from the caption pools.
+        health_http = await stack.enter_async_context(
+            make_http_client(None, HEALTH_TIMEOUT_S, HEALTH_POOL_CONNECTIONS)
+        )
+        vlm_chat = await _open_chat(
+            stack,
+            settings,
+            health_http,
+            "vlm",
+            settings.vlm_base_url,
+            settings.vlm_api_key,
+            settings.vlm_timeout_s,
+        )
+        enhancer_chat = await _open_chat(
+            stack,
+            settings,
+            health_http,
+            "enhancer",
+            settings.gpt_oss_base_url,
+            settings.gpt_oss_api_key,
+            settings.gpt_oss_timeout_s,
+        )
+        preparer = ImagePreparer(
+            PixelBudget(settings.vlm_max_pixels, settings.vlm_min_pixels, settings.max_image_pixels),
+            settings.max_concurrent_images,
+        )
+        stack.callback(preparer.close)
+        yield CaptionPipeline(
+            source=s3.source,
+            preparer=preparer,
+            vlm=VlmBackend(
+                vlm_chat,
+                model=settings.vlm_model_id,
+                temperature=settings.vlm_temperature,
+                max_tokens=settings.vlm_max_tokens,
+                structured=settings.vlm_structured,
+            ),
+            enhancer=EnhancerBackend(
+                enhancer_chat,
+                model=settings.gpt_oss_model_id,
+                max_tokens=settings.gpt_oss_max_tokens,
+                grounded=settings.grounding == "strict",
+            ),
+            styles=styles,
+            use_gpt_oss_default=settings.use_gpt_oss,
+            reasoning_level_default=settings.gpt_oss_reasoning_level,
+            max_concurrent_images=settings.max_concurrent_images,
+            metrics=metrics,
+            slot_wait_s=slot_wait_s,
+        )
+
+
+async def _open_chat(
+    stack: AsyncExitStack,
+    settings: Settings,
+    health_http: httpx.AsyncClient,
+    name: str,
+    base_url: str,
+    api_key: SecretStr | None,
+    timeout_s: float,
+) -> ChatClient:
+    """A pooled client for one model server, with its own key and timeout."""
+    http = await stack.enter_async_context(
+        make_http_client(_secret(api_key), timeout_s, settings.max_concurrency)
+    )
+    return ChatClient(
+        name, base_url, http, max_attempts=settings.backend_max_attempts, health_http=health_http
+    )
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None

@@ -1,0 +1,35 @@
+"""S3 object tags for a caption: six of them, values cut to what S3 accepts."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+from gateway.records import CaptionLine
+
+TAG_PREFIX = "florence:"
+TAG_VALUE_MAX = 256
+# The characters AWS documents for tag values; anything else (commas, quotes) becomes a space.
+_TAG_UNSAFE = re.compile(r"[^\w +\-=.:/@]+")
+
+
+def tag_value(text: str) -> str:
+    clean = " ".join(_TAG_UNSAFE.sub(" ", text).split())
+    if len(clean) <= TAG_VALUE_MAX:
+        return clean
+    cut = clean[: TAG_VALUE_MAX - 3]
+    # "..." and not "…": AWS allows only letters, digits, spaces and + - = . _ : / @ in tag values.
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut) + "..."
+
+
+def tags_for(line: CaptionLine, now: datetime | None = None) -> dict[str, str]:
+    """Six tags, most useful first, so an object already carrying 5+ tags of its own keeps the best ones."""
+    models = line.models
+    return {
+        f"{TAG_PREFIX}caption": tag_value(line.caption),
+        f"{TAG_PREFIX}keywords": tag_value(" / ".join(line.keywords or [])),
+        f"{TAG_PREFIX}colors": tag_value(" / ".join(line.colors or [])),
+        f"{TAG_PREFIX}model": tag_value(str(models.get("enhancer") or models.get("vlm") or "")),
+        f"{TAG_PREFIX}etag": tag_value(line.etag),
+        f"{TAG_PREFIX}captioned-at": (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }

@@ -1,0 +1,77 @@
+"""The gateway under test: the seeded bucket, the app opened in-process with its real lifespan, and how to
+read what it sent to a fake backend. Fixtures live in ``tests/conftest.py``; tests import these names."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import httpx
+from PIL import Image
+
+from gateway.app import create_app
+from gateway.settings import Settings
+from tests.support import images
+from tests.support.fake_openai import FakeOpenAI
+
+BUCKET = "test-bucket"
+SEED: dict[str, Callable[[], bytes]] = {
+    "rotated.jpg": images.jpeg_rotated,
+    "cmyk.jpg": images.jpeg_cmyk,
+    "alpha.png": images.png_alpha,
+    "image.webp": images.webp,
+    "animated.gif": images.gif_animated,
+    "image.heic": images.heic,
+    "image.avif": images.avif,
+    "image.bmp": images.bmp,
+    "image.tiff": images.tiff,
+    "photo-24mp.jpg": lambda: images.photo(6000, 4000),
+    "in-budget.jpg": lambda: images.photo(1148, 868),
+    "bomb.png": images.pixel_bomb,
+    "text.jpg": lambda: images.NOT_AN_IMAGE,
+    "truncated.jpg": images.truncated_jpeg,
+    "empty.jpg": lambda: b"",
+    "wide-gamut.jpg": images.jpeg_wide_gamut,
+    "wide-gamut-alpha.png": images.png_wide_gamut_alpha,
+    "broken-exif.jpg": images.jpeg_broken_exif,
+}
+
+GatewayFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+def gateway_factory(base: dict[str, Any]) -> GatewayFactory:
+    """``async with factory(SETTING=value, ...) as client``: the app with its lifespan, on ``base`` settings.
+
+    Swapping the fakes for real vLLM servers is one change: pass VLM_BASE_URL / GPT_OSS_BASE_URL.
+    """
+
+    @asynccontextmanager
+    async def open_gateway(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+        settings = Settings(**{**base, **overrides})
+        app = create_app(settings)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with app.router.lifespan_context(app):
+            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+                yield client
+
+    return open_gateway
+
+
+def json_enhancement(
+    caption: str = "A red bicycle leans against a weathered brick wall.", **extra: Any
+) -> str:
+    return json.dumps({"caption": caption, "added_terms": [], **extra})
+
+
+def sent_image(fake: FakeOpenAI, index: int = -1) -> tuple[bytes, Image.Image]:
+    """The JPEG the gateway put into its chat request, decoded."""
+    content = fake.requests[index]["messages"][-1]["content"]
+    url = next(part["image_url"]["url"] for part in content if part["type"] == "image_url")
+    prefix = "data:image/jpeg;base64,"
+    assert url.startswith(prefix)
+    data = base64.b64decode(url[len(prefix) :])
+    return data, Image.open(io.BytesIO(data))
