@@ -33,12 +33,11 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,20 +45,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # also runnable as `python benchmarks/bench_gateway.py`
     sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from gateway.imaging import PixelBudget, fit_to_grid, prepare_image  # noqa: E402
-from gateway.settings import PATCH  # noqa: E402
+from gateway.imaging import PATCH, PixelBudget, fit_to_grid, prepare_image  # noqa: E402
 from tests.support.images import photo  # noqa: E402
-from tests.support.s3_server import (  # noqa: E402
-    ACCESS_KEY,
-    SECRET_KEY,
-    S3Server,
-    free_port,
-    start_s3_server,
-    stop_process,
-)
+from tests.support.processes import Proc, Procs, free_port, gateway_command  # noqa: E402
+from tests.support.s3_server import S3Server, start_s3_server_when_free  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "latest.json"
 BUCKET = "bench"
@@ -68,9 +59,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 SMALL_SIZE = (448, 336)  # in budget: passed through; its proof-of-wholeness decode costs well under 1 ms
 SMALL_OBJECTS = 16
 BIG_OBJECTS = 4
-S3_START_ATTEMPTS = 20
-S3_RETRY_WAIT_S = 15.0
-READY_TIMEOUT_S = 60.0
 REQUEST_TIMEOUT_S = 120.0
 
 TARGETS = {
@@ -160,76 +148,24 @@ def image_cpu_ms(data: bytes, repeats: int = 200) -> float:
 
 
 @dataclass
-class Proc:
-    name: str
-    process: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        stop_process(self.process)
-
-
-@dataclass
 class Stack:
-    workdir: Path
-    procs: list[Proc] = field(default_factory=list)
+    """The benchmark's processes and its S3 server, stopped together."""
+
+    procs: Procs
     s3: S3Server | None = None
 
-    def spawn(self, name: str, command: list[str], port: int, env: dict[str, str] | None = None) -> Proc:
-        log_path = self.workdir / f"{name}.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
-            )
-        proc = Proc(name, process, port, log_path)
-        self.procs.append(proc)
-        return proc
+    @property
+    def workdir(self) -> Path:
+        return self.procs.workdir
 
     def stop(self, proc: Proc) -> None:
-        proc.stop()
-        if proc in self.procs:
-            self.procs.remove(proc)
+        self.procs.stop(proc)
 
     def close(self) -> None:
-        for proc in reversed(self.procs):
-            with contextlib.suppress(Exception):
-                proc.stop()
-        self.procs.clear()
+        self.procs.close()
         if self.s3 is not None:
             self.s3.stop()
             self.s3 = None
-
-
-def start_s3_with_retry() -> S3Server:
-    """Only one SeaweedFS can run on this machine (fixed internal ports): wait while another one runs."""
-    for attempt in range(1, S3_START_ATTEMPTS + 1):
-        try:
-            return start_s3_server()
-        except RuntimeError as exc:
-            if attempt == S3_START_ATTEMPTS:
-                raise
-            print(
-                f"  S3 server did not start ({str(exc).splitlines()[0]}); retrying in {S3_RETRY_WAIT_S:g} s"
-            )
-            time.sleep(S3_RETRY_WAIT_S)
-    raise AssertionError("unreachable")
-
-
-def wait_http(proc: Proc, path: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.process.poll() is not None:
-            raise RuntimeError(f"{proc.name} exited:\n{proc.log_path.read_text(errors='replace')[-3000:]}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(proc.url + path, timeout=2).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"{proc.name} not ready in {READY_TIMEOUT_S:g} s")
 
 
 def start_backend(stack: Stack, delay_ms: float, record: Path | None = None) -> Proc:
@@ -238,8 +174,8 @@ def start_backend(stack: Stack, delay_ms: float, record: Path | None = None) -> 
     command += ["--delay-ms", str(delay_ms)]
     if record is not None:
         command += ["--record", str(record)]
-    proc = stack.spawn(f"backend-{delay_ms:g}ms", command, port)
-    wait_http(proc, "/health")
+    proc = stack.procs.spawn(f"backend-{delay_ms:g}ms", command, port, cwd=ROOT)
+    proc.wait_ready("/health")
     return proc
 
 
@@ -248,19 +184,14 @@ def start_gateway(stack: Stack, name: str, backend: Proc, extra_env: dict[str, s
     port = free_port()
     env = {
         **os.environ,
-        "S3_ENDPOINT_URL": stack.s3.endpoint_url,
-        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
-        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
-        "AWS_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
+        **stack.s3.env(),
         "VLM_BASE_URL": backend.url + "/v1",
         "GPT_OSS_BASE_URL": backend.url + "/v1",
         "USE_GPT_OSS": "false",
         **(extra_env or {}),
     }
-    command = [sys.executable, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    proc = stack.spawn(name, [*command, "--workers", "1"], port, env)
-    wait_http(proc, "/livez")
+    proc = stack.procs.spawn(name, gateway_command(port, workers=1), port, env, cwd=ROOT)
+    proc.wait_ready("/livez")
     return proc
 
 
@@ -617,11 +548,11 @@ def main(argv: list[str] | None = None) -> int:
         results["image_prep"] = {}
 
     with tempfile.TemporaryDirectory(prefix="florence-bench-") as workdir:
-        stack = Stack(Path(workdir))
+        stack = Stack(Procs(Path(workdir)))
         try:
             if {"throughput", "cpu", "rss"} - set(args.skip):
                 with stage("starting the S3 server and seeding it"):
-                    stack.s3 = start_s3_with_retry()
+                    stack.s3 = start_s3_server_when_free()
                     small_keys = [f"small-{i}.jpg" for i in range(SMALL_OBJECTS)]
                     big_keys = [f"big-{i}.jpg" for i in range(BIG_OBJECTS)]
                     seed(stack.s3, dict(zip(small_keys, small, strict=True)) | dict.fromkeys(big_keys, big))
