@@ -74,6 +74,9 @@ def start_s3_server() -> S3Server:
         weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
         f"-s3.port={port}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        # Each bucket is a collection that takes 7 volumes; the default cap is free disk / 128 MB, which a
+        # test session creating a bucket per test exhausts on a small disk. Volumes are sparse files.
+        "-volume.max=5000",
     ]  # fmt: skip
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
