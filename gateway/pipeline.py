@@ -180,7 +180,7 @@ class CaptionPipeline:
 
     @asynccontextmanager
     async def image_slot(self) -> AsyncIterator[None]:
-        """One of ``MAX_CONCURRENT_IMAGES`` slots: anything that holds an image's bytes in memory takes one."""
+        """One of ``MAX_CONCURRENT_IMAGES`` slots: whatever holds an image's bytes in memory takes one."""
         slots = self._slots
         if self.slot_wait_s is None:
             async with slots:
