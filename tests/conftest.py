@@ -17,8 +17,8 @@ from tests.support.fake_openai import FakeOpenAI, FakeServer, Reply, structured
 from tests.support.gateway import BUCKET, SEED, GatewayFactory, gateway_factory, json_enhancement
 from tests.support.s3_server import ACCESS_KEY, SECRET_KEY, S3Server, start_s3_server
 
-# Real-service fixtures that live beside their harness: ``postgres``.
-pytest_plugins = ("tests.support.postgres",)
+# Real-service fixtures that live beside their harness: ``postgres`` and ``browser``/``page``.
+pytest_plugins = ("tests.support.postgres", "tests.support.browser")
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
