@@ -31,8 +31,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.processes import free_port, stop_process
-from tests.support.processes import tail as log_tail
+from tests.support.processes import free_port, stop_process, tail
 
 POSTGRES_ROOT = Path("/usr/lib/postgresql")
 SERVER_USER = "florence-pg"
@@ -164,12 +163,12 @@ class PostgresServer:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 code, self.process = self.process.returncode, None
-                raise PostgresError(f"postgres exited with {code}:\n{log_tail(self.log_path)}")
+                raise PostgresError(f"postgres exited with {code}:\n{tail(self.log_path)}")
             if subprocess.run(probe, check=False).returncode == 0:
                 return
             time.sleep(0.05)
         self.stop()
-        raise PostgresError(f"postgres not ready in {READY_TIMEOUT_S:g} s:\n{log_tail(self.log_path)}")
+        raise PostgresError(f"postgres not ready in {READY_TIMEOUT_S:g} s:\n{tail(self.log_path)}")
 
     def _bin(self, name: str) -> str:
         return str(self.bin_dir / name)
