@@ -20,6 +20,7 @@ from tests.support.s3_server import ACCESS_KEY, SECRET_KEY, S3Server, start_s3_s
 # Real-service fixtures that live beside their harness: ``postgres`` and ``browser``/``page``.
 pytest_plugins = ("tests.support.postgres", "tests.support.browser")
 
+
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
     server = start_s3_server()
