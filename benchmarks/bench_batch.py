@@ -45,7 +45,7 @@ def main() -> None:
         backend = procs.spawn("backend", [*command, "--delay-ms", str(DELAY_MS)], port, cwd=ROOT)
         backend.wait_ready("/health")
         client: Any = s3.client()
-        client.create_bucket(Bucket="bench")
+        s3.create_bucket("bench")
         blobs = [photo(320 + 8 * i, 240, quality=85) for i in range(10)]
         for i in range(args.images):
             client.put_object(Bucket="bench", Key=f"in/{i:05d}.jpg", Body=blobs[i % 10])

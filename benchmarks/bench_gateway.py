@@ -429,7 +429,7 @@ def bench_rss(stack: Stack, big_keys: list[str], clients: int, big_bytes: int) -
 
 def seed(s3: S3Server, objects: dict[str, bytes]) -> None:
     client: Any = s3.client()
-    client.create_bucket(Bucket=BUCKET)
+    s3.create_bucket(BUCKET)
     for key, data in objects.items():
         client.put_object(Bucket=BUCKET, Key=key, Body=data, ContentType="image/jpeg")
 

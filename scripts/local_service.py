@@ -37,7 +37,7 @@ def main() -> int:
     procs = Procs(Path(tempfile.mkdtemp(prefix="florence-local-")))
     try:
         client: Any = s3.client()
-        client.create_bucket(Bucket=BUCKET)
+        s3.create_bucket(BUCKET)
         client.put_object(Bucket=BUCKET, Key="sample.jpg", Body=photo(1600, 1200))
         print(f"S3       {s3.endpoint_url}  bucket '{BUCKET}' with sample.jpg", flush=True)
         stack = CpuStack.create()

@@ -29,7 +29,7 @@ def s3_server() -> Iterator[S3Server]:
     os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = ACCESS_KEY, SECRET_KEY
     try:
         client: Any = server.client()
-        client.create_bucket(Bucket=BUCKET)
+        server.create_bucket(BUCKET)
         for key, make in SEED.items():
             client.put_object(Bucket=BUCKET, Key=key, Body=make())
         yield server

@@ -61,7 +61,7 @@ def new_bucket(s3_server: S3Server, prefix: str = "batch") -> BatchBucket:
     """A fresh, empty bucket on the test S3 server."""
     client: Any = s3_server.client()
     name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=name)
+    s3_server.create_bucket(name)
     return BatchBucket(name, client)
 
 

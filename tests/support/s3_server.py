@@ -14,15 +14,18 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from tests.support.processes import free_port, stop_process, tail
 
 ACCESS_KEY = "florence-test-access"
 SECRET_KEY = "florence-test-secret-do-not-log"
 READY_TIMEOUT_S = 60.0
+BUCKET_READY_TIMEOUT_S = 30.0
 
 
 def weed_binary() -> str:
@@ -49,6 +52,22 @@ class S3Server:
             aws_secret_access_key=SECRET_KEY,
             config=Config(signature_version="s3v4", retries={"max_attempts": 2}),
         )
+
+    def create_bucket(self, name: str) -> None:
+        """A new bucket, returned once it takes writes. SeaweedFS grows a new bucket's volumes in the
+        background, and a PUT that races the growth fails with InternalError ("volume N not found")."""
+        client: Any = self.client()
+        client.create_bucket(Bucket=name)
+        deadline = time.monotonic() + BUCKET_READY_TIMEOUT_S
+        while True:
+            try:
+                client.put_object(Bucket=name, Key=".ready", Body=b"")
+                client.delete_object(Bucket=name, Key=".ready")
+                return
+            except ClientError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def env(self) -> dict[str, str]:
         """What a gateway, batch run or benchmark needs to reach this server (the normal AWS chain)."""
