@@ -26,6 +26,15 @@ ACCESS_KEY = "florence-test-access"
 SECRET_KEY = "florence-test-secret-do-not-log"
 READY_TIMEOUT_S = 60.0
 BUCKET_READY_TIMEOUT_S = 30.0
+# Each bucket is a collection that grows 7 volumes at once by default, some of which may still be coming up
+# when the first PUTs land on them; one volume per bucket is plenty for tests, and one probe PUT proves it.
+MASTER_TOML = """
+[master.volume_growth]
+copy_1 = 1
+copy_2 = 2
+copy_3 = 3
+copy_other = 1
+"""
 
 
 def weed_binary() -> str:
@@ -54,7 +63,7 @@ class S3Server:
         )
 
     def create_bucket(self, name: str) -> None:
-        """A new bucket, returned once it takes writes. SeaweedFS grows a new bucket's volumes in the
+        """A new bucket, returned once it takes writes. SeaweedFS grows a new bucket's volume in the
         background, and a PUT that races the growth fails with InternalError ("volume N not found")."""
         client: Any = self.client()
         client.create_bucket(Bucket=name)
@@ -93,12 +102,14 @@ def start_s3_server() -> S3Server:
         weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
         f"-s3.port={port}", "-s3.port.iceberg=0", "-s3.port.lance=0",
-        # Each bucket is a collection that takes 7 volumes; the default cap is free disk / 128 MB, which a
-        # test session creating a bucket per test exhausts on a small disk. Volumes are sparse files.
+        # The default cap is free disk / 128 MB of volumes, which a bucket-per-test session can exhaust
+        # on a small disk. Volumes are sparse files.
         "-volume.max=5000",
     ]  # fmt: skip
+    # weed reads master.toml from its working directory.
+    (Path(data_dir) / "master.toml").write_text(MASTER_TOML)
     with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=data_dir)
     server = S3Server(f"http://127.0.0.1:{port}", process, data_dir, log_path)
     _wait_ready(server)
     return server
