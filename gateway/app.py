@@ -8,13 +8,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from gateway.api import captions
 from gateway.api.errors import register_error_handlers
 from gateway.api.middleware import RequestContextMiddleware
 from gateway.api.routes import router
 from gateway.backends.openai_chat import redact_url
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings
-from gateway.wiring import open_pipeline
+from gateway.wiring import open_services
 
 log = logging.getLogger("gateway")
 SLOT_WAIT_S = 30.0
@@ -26,14 +27,15 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # An HTTP client is told to come back rather than queue without bound for an image slot.
-        async with open_pipeline(settings, metrics=metrics, slot_wait_s=SLOT_WAIT_S) as pipeline:
-            app.state.pipeline = pipeline
+        async with open_services(settings, metrics=metrics, slot_wait_s=SLOT_WAIT_S) as services:
+            app.state.services = services
             log.info(
-                "florence-tagger ready: vlm=%s enhancer=%s (enabled=%s) s3=%s",
+                "florence-tagger ready: vlm=%s enhancer=%s (enabled=%s) s3=%s catalogue=%s",
                 settings.vlm_model_id,
                 settings.gpt_oss_model_id,
                 settings.use_gpt_oss,
                 redact_url(settings.s3_endpoint_url) if settings.s3_endpoint_url else "aws",
+                services.catalogue.database.description,
             )
             yield
 
@@ -46,6 +48,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.include_router(router)
+    app.include_router(captions.router)
     register_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

@@ -1,4 +1,4 @@
-"""The ``florence-tagger`` command: ``serve`` (the HTTP gateway), ``batch`` and ``eval``, on one pipeline."""
+"""The ``florence-tagger`` command: ``serve`` (the HTTP gateway), ``batch``, ``eval`` and ``db``."""
 
 from __future__ import annotations
 
@@ -16,11 +16,19 @@ import uvicorn
 from pydantic import ValidationError
 
 from gateway.batch.cli import add_batch_parser
+from gateway.catalogue.cli import add_db_parser
+from gateway.catalogue.open import open_catalogue
+from gateway.errors import CatalogueRefused, CatalogueUnavailable
 from gateway.records import REASONING_LEVELS
 from gateway.settings import Settings
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    try:  # once, before any worker starts, so a database that cannot be used stops here with its reason
+        asyncio.run(_migrate(settings))
+    except (CatalogueRefused, CatalogueUnavailable) as exc:
+        print(f"florence-tagger serve: cannot open the catalogue: {exc.message}", file=sys.stderr)
+        return 1
     workers = args.workers or settings.workers
     if workers > 1 and not settings.prometheus_multiproc_dir:
         # prometheus-client's multiprocess mode: each worker writes its values to files in this folder.
@@ -36,6 +44,11 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         proxy_headers=True,
     )
     return 0
+
+
+async def _migrate(settings: Settings) -> None:
+    async with open_catalogue(settings):
+        pass
 
 
 def _eval(args: argparse.Namespace, settings: Settings) -> int:
@@ -76,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (WORKERS, default 1); one per core")
     serve.set_defaults(handler=_serve)
     add_batch_parser(sub)
+    add_db_parser(sub)
     evaluation = sub.add_parser(
         "eval", help="run a labelled JSONL set through the model servers and score it"
     )

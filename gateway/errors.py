@@ -88,6 +88,25 @@ class EnhancementFailed(GatewayError):
     code = "enhancement_failed"
 
 
+# --- the catalogue ---------------------------------------------------------------------------------------
+class CatalogueUnavailable(GatewayError):
+    """The catalogue's database is down, unreachable or failing: captions go on uncached, searches wait."""
+
+    code = "catalogue_unavailable"
+
+
+class CaptionNotFound(GatewayError):
+    """No catalogue entry with that id."""
+
+    code = "caption_not_found"
+
+
+class CatalogueRefused(GatewayError):
+    """The database cannot be used as it is (a schema newer than this release, say): refuse to start."""
+
+    code = "catalogue_refused"
+
+
 # --- write-back and the batch command ---------------------------------------------------------------------
 class XmpUnavailable(GatewayError):
     """XMP write-back asked for, but python-xmp-toolkit or the Exempi library is missing."""

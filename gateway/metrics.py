@@ -44,6 +44,13 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        self.cache = Counter(
+            "florence_cache_requests",
+            "POST /caption against the catalogue: hit, miss (computed), coalesced (joined one in flight)",
+            ["outcome"],
+            registry=self.registry,
+        )
+
     def observe_stages(self, stages_ms: dict[str, float]) -> None:
         for stage, ms in stages_ms.items():
             self.stage_seconds.labels(stage).observe(ms / 1000)

@@ -19,7 +19,7 @@ from gateway.grounding import AddedTerm
 from gateway.imaging import ImagePreparer, PreparedImage
 from gateway.languages import LANGUAGES
 from gateway.metrics import GatewayMetrics
-from gateway.records import AddedTermRecord, BrandRecord, CaptionRecord, ReasoningLevel
+from gateway.records import AddedTermRecord, BrandRecord, CaptionParams, CaptionRecord, ReasoningLevel
 from gateway.sources.s3 import S3Object, S3Source
 from gateway.sources.s3_uri import parse_s3_uri
 from gateway.styles import DEFAULT_STYLE_DETAILED, DEFAULT_STYLE_SHORT, Style
@@ -64,6 +64,7 @@ class CaptionResult:
     models: dict[str, str | None]
     usage: dict[str, dict[str, int]]
     style: str
+    params: CaptionParams
     original_caption: str | None = None
     enhancement_error: str | None = None
     added_terms: list[AddedTerm] = field(default_factory=list)
@@ -148,10 +149,33 @@ class CaptionPipeline:
     def spec_for(self, request: CaptionRequest) -> CaptionSpec:
         return caption_spec(self.styles, request)
 
+    def enhances(self, request: CaptionRequest) -> bool:
+        return request.use_gpt_oss if request.use_gpt_oss is not None else self.use_gpt_oss_default
+
+    def params_for(self, request: CaptionRequest) -> CaptionParams:
+        """What will decide this request's caption besides the image (validates style and language)."""
+        spec = self.spec_for(request)
+        enhance = self.enhances(request)
+        budget = self.preparer.budget
+        return CaptionParams(
+            style=spec.style.name,
+            language=spec.language,
+            prompt=spec.custom_prompt,
+            use_gpt_oss=enhance,
+            reasoning_level=(request.reasoning_level or self.reasoning_level_default) if enhance else None,
+            vlm_model=self.vlm.model,
+            enhancer_model=self.enhancer.model if enhance else None,
+            grounding=("strict" if self.enhancer.grounded else "off") if enhance else None,
+            max_pixels=budget.max_pixels,
+            min_pixels=budget.min_pixels,
+            structured=self.vlm.structured,
+        )
+
     async def caption(self, request: CaptionRequest, timings: StageTimings | None = None) -> CaptionResult:
         timings = timings if timings is not None else StageTimings()
         location = parse_s3_uri(request.s3_uri)
         spec = self.spec_for(request)
+        params = self.params_for(request)
         async with self.image_slot():
             with self._in_flight():
                 with timings.stage("s3"):
@@ -164,8 +188,8 @@ class CaptionPipeline:
                 self.metrics.passed_through.inc()
         with timings.stage("vlm"):
             vlm = await self.vlm.describe(image, spec)
-        result = self._result(request, spec, obj, image, vlm)
-        if request.use_gpt_oss if request.use_gpt_oss is not None else self.use_gpt_oss_default:
+        result = self._result(request, spec, params, obj, image, vlm)
+        if params.use_gpt_oss:
             with timings.stage("enhancer"):
                 result = await self._enhance(result, request, spec)
         return result
@@ -209,7 +233,13 @@ class CaptionPipeline:
             yield
 
     def _result(
-        self, request: CaptionRequest, spec: CaptionSpec, obj: S3Object, image: PreparedImage, vlm: VlmCaption
+        self,
+        request: CaptionRequest,
+        spec: CaptionSpec,
+        params: CaptionParams,
+        obj: S3Object,
+        image: PreparedImage,
+        vlm: VlmCaption,
     ) -> CaptionResult:
         return CaptionResult(
             s3_uri=request.s3_uri,
@@ -221,12 +251,13 @@ class CaptionPipeline:
             models={"vlm": self.vlm.model, "enhancer": None},
             usage={"vlm": vlm.usage},
             style=spec.style.name,
+            params=params,
         )
 
     async def _enhance(
         self, result: CaptionResult, request: CaptionRequest, spec: CaptionSpec
     ) -> CaptionResult:
-        level = request.reasoning_level or self.reasoning_level_default
+        level = result.params.reasoning_level or self.reasoning_level_default
         models = {**result.models, "enhancer": self.enhancer.model}
         try:
             enhancement = await self.enhancer.enhance(

@@ -8,13 +8,43 @@ service's keys (``caption``, ``enhanced``, ``original_caption``, ``s3_uri``) are
 
 from __future__ import annotations
 
+import hashlib
 import json
+from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 ReasoningLevel = Literal["low", "medium", "high"]
 REASONING_LEVELS: tuple[ReasoningLevel, ...] = ("low", "medium", "high")
+Origin = Literal["api", "batch", "event"]
+ORIGINS: tuple[Origin, ...] = ("api", "batch", "event")
+ReviewStatus = Literal["pending", "approved", "rejected", "edited"]
+REVIEW_STATUSES: tuple[ReviewStatus, ...] = ("pending", "approved", "rejected", "edited")
+
+
+class CaptionParams(BaseModel):
+    """Everything besides the image version that decides a caption: equal params on the same version give
+    an interchangeable result, so they key the catalogue's cache. Enhancer fields are None unless enhanced."""
+
+    model_config = ConfigDict(frozen=True)
+
+    style: str
+    language: str
+    prompt: str | None = None
+    use_gpt_oss: bool
+    reasoning_level: ReasoningLevel | None = None
+    vlm_model: str
+    enhancer_model: str | None = None
+    grounding: str | None = None
+    max_pixels: int
+    min_pixels: int
+    structured: bool
+
+    def key(self) -> str:
+        """A stable digest of the params (sorted keys, so field order never changes it)."""
+        canonical = json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 class BrandRecord(BaseModel):
@@ -80,3 +110,25 @@ class FailureLine(BaseModel):
     def encode(self) -> bytes:
         # ``etag: null`` is kept: a URI list does not know the version that failed.
         return _json_line(self.model_dump())
+
+
+class EditedFields(BaseModel):
+    """A person's corrections, kept beside the model's own text (review)."""
+
+    caption: str | None = None
+    alt_text: str | None = None
+    keywords: list[str] | None = None
+
+
+class CatalogueEntry(CaptionLine):
+    """A record as the catalogue keeps and serves it: the batch line (record, ETag, timings), then its id,
+    where its review stands, where it came from, when, and what made it. ``GET /v1/captions`` answers these;
+    ``db export`` writes them as lines (a batch line with more keys)."""
+
+    id: int
+    status: ReviewStatus
+    source: Origin
+    created_at: datetime
+    updated_at: datetime
+    params: CaptionParams
+    edited: EditedFields | None = None

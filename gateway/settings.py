@@ -19,6 +19,8 @@ from gateway.records import REASONING_LEVELS, ReasoningLevel
 VLM_MAX_PIXELS_DEFAULT = 1280 * 28 * 28
 VLM_MIN_PIXELS_DEFAULT = 4 * 28 * 28
 ONE_TOKEN_PIXELS = 28 * 28
+DATABASE_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+SQLITE_FILE = "florence-tagger.db"
 
 
 class Settings(BaseSettings):
@@ -58,6 +60,13 @@ class Settings(BaseSettings):
     vlm_min_pixels: int = Field(VLM_MIN_PIXELS_DEFAULT, alias="VLM_MIN_PIXELS", ge=ONE_TOKEN_PIXELS)
     max_concurrent_images: int = Field(4, alias="MAX_CONCURRENT_IMAGES", ge=1)
 
+    # --- the catalogue --------------------------------------------------------------------------------
+    # Unset: an SQLite file under DATA_DIR (no setup); postgresql+asyncpg://... for several replicas.
+    database_url: SecretStr | None = Field(None, alias="DATABASE_URL")
+    data_dir: Path = Field(Path("data"), alias="DATA_DIR")
+    cache: Literal["on", "off"] = Field("on", alias="CACHE")
+    database_timeout_s: float = Field(3.0, alias="DATABASE_TIMEOUT_S", gt=0)
+
     # --- the HTTP server -------------------------------------------------------------------------------
     api_keys: SecretStr | None = Field(None, alias="API_KEYS")
     host: str = Field("0.0.0.0", alias="HOST")  # noqa: S104 - a container's server listens on all interfaces
@@ -81,7 +90,9 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as http://localhost:8001/v1")
         return value.rstrip("/")
 
-    @field_validator("s3_endpoint_url", "vlm_api_key", "gpt_oss_api_key", "api_keys", mode="before")
+    @field_validator(
+        "s3_endpoint_url", "vlm_api_key", "gpt_oss_api_key", "api_keys", "database_url", mode="before"
+    )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         # docker compose passes `VAR=` for an unset variable; treat it as not configured.
@@ -92,6 +103,21 @@ class Settings(BaseSettings):
         if self.vlm_min_pixels > self.vlm_max_pixels:
             raise ValueError("VLM_MIN_PIXELS must not exceed VLM_MAX_PIXELS")
         return self
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(DATABASE_SCHEMES):
+            # The value is not echoed: it may carry a password.
+            raise ValueError(f"must start with one of {', '.join(DATABASE_SCHEMES)}")
+        return value
+
+    @property
+    def database_url_value(self) -> str:
+        """The catalogue's SQLAlchemy URL: DATABASE_URL, or the SQLite file under DATA_DIR."""
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite+aiosqlite:///{(self.data_dir / SQLITE_FILE).resolve()}"
 
     @cached_property
     def api_key_list(self) -> tuple[str, ...]:

@@ -16,6 +16,8 @@ from pydantic import SecretStr
 from gateway.backends.enhancer import EnhancerBackend
 from gateway.backends.openai_chat import HEALTH_TIMEOUT_S, ChatClient, make_http_client
 from gateway.backends.vlm import VlmBackend
+from gateway.caching import CaptionService
+from gateway.catalogue import Catalogue, open_catalogue
 from gateway.imaging import ImagePreparer, PixelBudget
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import CaptionPipeline
@@ -132,6 +134,35 @@ async def _open_chat(
     return ChatClient(
         name, base_url, http, max_attempts=settings.backend_max_attempts, health_http=health_http
     )
+
+
+@dataclass(frozen=True)
+class Services:
+    """Everything the HTTP app serves from: S3, the pipeline, the catalogue and the cache in front."""
+
+    s3: S3
+    pipeline: CaptionPipeline
+    catalogue: Catalogue
+    captions: CaptionService
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, *, metrics: GatewayMetrics | None = None, slot_wait_s: float | None = None
+) -> AsyncIterator[Services]:
+    """The catalogue first: a database that cannot be migrated refuses the start before any client opens."""
+    async with (
+        open_catalogue(settings) as catalogue,
+        open_s3(settings) as s3,
+        open_pipeline(settings, s3=s3, metrics=metrics, slot_wait_s=slot_wait_s) as pipeline,
+    ):
+        read_cache = settings.cache == "on"
+        yield Services(
+            s3,
+            pipeline,
+            catalogue,
+            CaptionService(pipeline, catalogue, read_cache=read_cache, metrics=metrics),
+        )
 
 
 def _secret(value: SecretStr | None) -> str | None:

@@ -12,9 +12,12 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from gateway.caching import CaptionService
+from gateway.catalogue import Catalogue
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import CaptionPipeline
 from gateway.settings import Settings
+from gateway.wiring import Services
 
 _bearer = HTTPBearer(auto_error=False, description="One of API_KEYS, when that setting is set")
 
@@ -24,9 +27,21 @@ async def get_settings(request: Request) -> Settings:
     return settings
 
 
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
 async def get_pipeline(request: Request) -> CaptionPipeline:
-    pipeline: CaptionPipeline = request.app.state.pipeline
-    return pipeline
+    return _services(request).pipeline
+
+
+async def get_captions(request: Request) -> CaptionService:
+    return _services(request).captions
+
+
+async def get_catalogue(request: Request) -> Catalogue:
+    return _services(request).catalogue
 
 
 async def get_metrics(request: Request) -> GatewayMetrics:
@@ -36,6 +51,8 @@ async def get_metrics(request: Request) -> GatewayMetrics:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PipelineDep = Annotated[CaptionPipeline, Depends(get_pipeline)]
+CaptionsDep = Annotated[CaptionService, Depends(get_captions)]
+CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
 MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]
 
 

@@ -18,6 +18,8 @@ log = logging.getLogger("gateway.errors")
 # (status, OpenAI-style error type) per error class; the most specific class wins.
 _STATUS: list[tuple[type[errors.GatewayError], int, str]] = [
     (errors.InvalidInput, 422, "invalid_request_error"),
+    (errors.CaptionNotFound, 404, "not_found_error"),
+    (errors.CatalogueUnavailable, 503, "service_unavailable_error"),
     (errors.ImageTooLarge, 413, "request_too_large_error"),
     (errors.UnsupportedImage, 415, "unsupported_media_type_error"),
     (errors.ObjectNotFound, 404, "not_found_error"),
@@ -103,12 +105,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     for status, description in {
         401: "Missing or wrong API key (when API_KEYS is set)",
         403: "S3 refused access: a credentials or permission problem",
-        404: "No such S3 bucket or key",
+        404: "No such S3 bucket or key, or no catalogue entry with that id",
         413: "The image has too many bytes or pixels",
         415: "Not an image, an unsupported format, truncated or empty",
-        422: "Malformed body, bad s3_uri, unknown style, language or reasoning level",
+        422: "Malformed body or query, bad s3_uri, unknown style, language or reasoning level, bad cursor",
         502: "The VLM refused the request or answered something unusable",
-        503: "S3, the VLM or the gateway itself unavailable or overloaded (see Retry-After)",
+        503: "S3, the VLM, the catalogue or the gateway itself unavailable or overloaded (see Retry-After)",
         504: "The VLM did not answer within VLM_TIMEOUT_S",
     }.items()
 }

@@ -1,16 +1,25 @@
-"""The HTTP routes: thin adapters from HTTP to the caption pipeline."""
+"""The HTTP routes of the original service and the probes: thin adapters to the cached pipeline."""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from gateway.api.deps import ApiKeyDep, MetricsDep, PipelineDep, SettingsDep
+from gateway.api.deps import ApiKeyDep, CaptionsDep, CatalogueDep, MetricsDep, PipelineDep, SettingsDep
 from gateway.api.errors import ERROR_RESPONSES
-from gateway.api.schemas import BackendStatus, CaptionIn, CaptionOut, HealthOut, LiveOut, StylesOut
+from gateway.api.schemas import (
+    BackendStatus,
+    CaptionIn,
+    CaptionOut,
+    CatalogueStatus,
+    HealthOut,
+    LiveOut,
+    StylesOut,
+)
 from gateway.languages import LANGUAGES
 from gateway.pipeline import StageTimings
-from gateway.records import CaptionRecord
 
 router = APIRouter()
 
@@ -22,17 +31,18 @@ router = APIRouter()
     responses=ERROR_RESPONSES,
     dependencies=[ApiKeyDep],
 )
-async def caption(body: CaptionIn, request: Request, pipeline: PipelineDep) -> CaptionRecord:
+async def caption(body: CaptionIn, request: Request, captions: CaptionsDep) -> CaptionOut:
     timings = StageTimings()
     request.state.timings = timings  # the access log reports them, for failed requests too
-    result = await pipeline.caption(body.to_request(), timings)
-    return result.record()
+    served = await captions.caption(body.to_request(), refresh=body.refresh, timings=timings)
+    return CaptionOut(**dict(served.record), cached=served.cached)
 
 
 @router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
-async def health(settings: SettingsDep, pipeline: PipelineDep) -> JSONResponse:
-    """Ready when the VLM answers its own /health; the enhancer is reported but never flips `ok`."""
-    probed = await pipeline.health()
+async def health(settings: SettingsDep, pipeline: PipelineDep, catalogue: CatalogueDep) -> JSONResponse:
+    """Ready when the VLM answers its own /health; the enhancer and the catalogue are reported but never
+    flip `ok`: captions go on without them (unenhanced, uncached)."""
+    probed, catalogue_ok = await asyncio.gather(pipeline.health(), catalogue.ping())
     body = HealthOut(
         ok=probed.vlm,
         backend=settings.backend_name,
@@ -46,6 +56,7 @@ async def health(settings: SettingsDep, pipeline: PipelineDep) -> JSONResponse:
             "enhancer": BackendStatus(
                 ok=probed.enhancer, enabled=settings.use_gpt_oss, model=settings.gpt_oss_model_id
             ),
+            "catalogue": CatalogueStatus(ok=catalogue_ok, engine=catalogue.engine_name),
         },
     )
     return JSONResponse(body.model_dump(), status_code=200 if probed.vlm else 503)

@@ -25,19 +25,28 @@ class CaptionIn(BaseModel):
     style: str | None = Field(None, description="A named style (wins over `detailed`): see GET /styles")
     language: str | None = Field(None, description="Caption language (ISO 639-1 code), default en")
     prompt: str | None = Field(None, max_length=PROMPT_MAX_CHARS, description="Extra instructions")
+    refresh: bool = Field(False, description="Caption again even if the catalogue holds this version")
 
     def to_request(self) -> CaptionRequest:
-        return CaptionRequest(**self.model_dump())
+        return CaptionRequest(**self.model_dump(exclude={"refresh"}))
 
 
 class CaptionOut(CaptionRecord):
     """The record, as ``POST /caption`` answers it (``records.CaptionRecord``: the one shape)."""
+
+    cached: bool = Field(False, description="Answered from the catalogue: this version, these parameters")
 
 
 class BackendStatus(BaseModel):
     ok: bool | None = Field(description="Answers its /health; null when not checked (disabled)")
     enabled: bool
     model: str
+
+
+class CatalogueStatus(BaseModel):
+    ok: bool = Field(description="The catalogue's database answers; when false, captions are uncached")
+    enabled: bool = True
+    engine: str = Field(description="sqlite or postgresql")
 
 
 class HealthOut(BaseModel):
@@ -48,7 +57,7 @@ class HealthOut(BaseModel):
     gpt_oss_model: str
     gpt_oss_reasoning_level: ReasoningLevel
     vlm_load_8bit: bool
-    backends: dict[str, BackendStatus]
+    backends: dict[str, BackendStatus | CatalogueStatus]
 
 
 class LiveOut(BaseModel):

@@ -11,7 +11,7 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -20,9 +20,17 @@ from gateway.batch.output import DoneIndex, LocalJsonl, Mode, Output
 from gateway.batch.output_s3 import S3Parts
 from gateway.batch.progress import Progress, Summary
 from gateway.batch.source import Item, iter_items
-from gateway.errors import CannotStart, GatewayError, OutputFailed
+from gateway.caching import keep
+from gateway.catalogue import Catalogue, open_catalogue
+from gateway.errors import (
+    CannotStart,
+    CatalogueRefused,
+    CatalogueUnavailable,
+    GatewayError,
+    OutputFailed,
+)
 from gateway.pipeline import CaptionPipeline, CaptionRequest, StageTimings, caption_spec
-from gateway.records import CaptionLine, FailureLine
+from gateway.records import CaptionLine, CaptionParams, FailureLine
 from gateway.settings import Settings
 from gateway.sources.s3_uri import parse_prefix, parse_s3_uri
 from gateway.styles import load_styles
@@ -55,6 +63,7 @@ class BatchOptions:
 @dataclass(frozen=True)
 class Captioned:
     line: CaptionLine
+    params: CaptionParams  # what made it: the catalogue keys the line on it
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,7 @@ class Captioner:
             result = await self._pipeline.caption(replace(self._request, s3_uri=item.uri), timings)
             line = CaptionLine.of(result.record(), result.etag, dict(timings.ms))
             await self._writeback.apply(line)
-            return Captioned(line)
+            return Captioned(line, result.params)
         except GatewayError as exc:
             return _failed(item, exc.code, exc.message, timings)
         except Exception as exc:  # a bug must not stop 5 million images; it is reported with the image
@@ -126,6 +135,7 @@ class Job:
     done: DoneIndex
     summary: Summary
     progress: Progress
+    catalogue: Catalogue
     fatal: str | None = None
 
     def pending(self) -> AsyncIterator[Item]:
@@ -147,6 +157,7 @@ class Job:
                 await self.output.write(outcome.line)
             except (GatewayError, OSError) as exc:  # S3 refusing a part, or a local disk that is full
                 raise OutputFailed(self.cannot_write(exc)) from None
+            await keep(self.catalogue, outcome.line, outcome.params, "batch")  # after DEST: never instead
             self.progress.advance("done")
 
     def cannot_write(self, exc: GatewayError | OSError) -> str:
@@ -192,21 +203,32 @@ Engine = Callable[[Job], Awaitable[None]]
 async def run_job(options: BatchOptions, settings: Settings, engine: Engine) -> int:
     """Opens S3 and DEST (refusing what cannot start, before any model call), runs the engine, closes DEST
     and prints the summary; the exit status is decided here for both engines."""
-    async with open_s3(settings) as s3:
+    async with AsyncExitStack() as stack:
+        try:  # first: a catalogue that cannot be opened or migrated stops the run before DEST is touched
+            catalogue = await stack.enter_async_context(open_catalogue(settings))
+        except (CatalogueUnavailable, CatalogueRefused) as exc:
+            print(f"florence-tagger batch: cannot open the catalogue: {exc.message}", file=sys.stderr)
+            return EXIT_CANNOT_START
+        s3 = await stack.enter_async_context(open_s3(settings))
         opened = await open_output(options, settings, s3)
         if opened is None:
             return EXIT_CANNOT_START
         output, done = opened
         summary = Summary()
         progress = Progress(summary, bar=options.progress_bar, log_every=options.log_every)
-        job = Job(options, settings, s3, output, done, summary, progress)
-        try:
-            await engine(job)
-        finally:
-            progress.close()
-            await _close(job)
+        job = Job(options, settings, s3, output, done, summary, progress, catalogue)
+        status = await _run(job, engine)
         print(summary.text(), flush=True)
-        return job.status()
+        return status
+
+
+async def _run(job: Job, engine: Engine) -> int:
+    try:
+        await engine(job)
+    finally:
+        job.progress.close()
+        await _close(job)
+    return job.status()
 
 
 async def _close(job: Job) -> None:

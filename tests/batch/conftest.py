@@ -5,6 +5,7 @@ Helpers that tests import (``BatchBucket``, ``run_cli``...) live in ``tests/supp
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,9 +24,12 @@ def bucket(s3_server: S3Server) -> BatchBucket:
 
 
 @pytest.fixture
-def batch_env(s3_server: S3Server, fake_vlm: FakeOpenAI, fake_enhancer: FakeOpenAI) -> dict[str, str]:
+def batch_env(
+    s3_server: S3Server, fake_vlm: FakeOpenAI, fake_enhancer: FakeOpenAI, tmp_path: Path
+) -> dict[str, str]:
     return {
         **s3_server.env(),
+        "DATA_DIR": str(tmp_path / "data"),  # this test's own catalogue
         "VLM_BASE_URL": fake_vlm.base_url,
         "GPT_OSS_BASE_URL": fake_enhancer.base_url,
         "S3_TIMEOUT_S": "5",

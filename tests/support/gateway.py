@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -51,12 +52,14 @@ def gateway_factory(base: dict[str, Any]) -> GatewayFactory:
 
     @asynccontextmanager
     async def open_gateway(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-        settings = Settings(**{**base, **overrides})
-        app = create_app(settings)
-        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-        async with app.router.lifespan_context(app):
-            async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
-                yield client
+        # A fresh catalogue (SQLite under a new DATA_DIR) for every gateway: no test sees another's captions.
+        with tempfile.TemporaryDirectory(prefix="florence-gateway-") as data_dir:
+            settings = Settings(**{"DATA_DIR": data_dir, **base, **overrides})
+            app = create_app(settings)
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with app.router.lifespan_context(app):
+                async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+                    yield client
 
     return open_gateway
 

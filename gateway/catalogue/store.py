@@ -1,0 +1,197 @@
+"""The catalogue: every caption result kept, one row per (image version, parameters), searchable.
+
+``Catalogue`` is what the rest of the gateway sees; nothing outside ``gateway/catalogue/`` imports
+SQLAlchemy. Every method raises ``CatalogueUnavailable`` when the database is down (``Database`` maps it),
+so callers decide what a missing catalogue means for them: the API answers uncached, batch keeps writing DEST.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.dialects.postgresql import insert as postgres_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Row
+
+from gateway.catalogue.database import Database
+from gateway.catalogue.schema import captions
+from gateway.catalogue.search import CaptionQuery, next_cursor, statement
+from gateway.errors import CaptionNotFound, CatalogueUnavailable
+from gateway.records import CaptionLine, CaptionParams, CatalogueEntry, EditedFields, Origin
+from gateway.sources.s3_uri import parse_s3_uri
+
+SEARCH_TIMEOUT_S = 10.0
+EXPORT_BATCH = 500
+
+
+def identity_of(s3_uri: str, etag: str) -> str:
+    """One image version: the object and the ETag S3 gave it."""
+    return f"{s3_uri}@{etag}"
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[CatalogueEntry]
+    next_cursor: str | None
+
+
+class Catalogue:
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    @property
+    def engine_name(self) -> str:
+        return self.database.dialect
+
+    @property
+    def available(self) -> bool:
+        """False for a few seconds after the database failed: callers skip it rather than wait."""
+        return self.database.up
+
+    async def lookup(self, s3_uri: str, etag: str, params: CaptionParams) -> CatalogueEntry | None:
+        """The stored result for this image version and these params, if any."""
+        stmt = select(captions).where(
+            captions.c.identity == identity_of(s3_uri, etag), captions.c.params_key == params.key()
+        )
+        async with self.database.connect() as connection:
+            row = (await connection.execute(stmt)).first()
+        return _entry(row) if row is not None else None
+
+    async def store(self, line: CaptionLine, params: CaptionParams, source: Origin) -> int:
+        """Keeps a result; a result for the same version and params replaces the model's text (a refresh)
+        but never a person's edit, and sends an approved caption whose text changed back to review."""
+        values = _values(line, params, source)
+        insert = postgres_insert if self.database.dialect == "postgresql" else sqlite_insert
+        new = insert(captions).values(**values)
+        upsert = new.on_conflict_do_update(
+            index_elements=["identity", "params_key"], set_=_refresh(new.excluded)
+        )
+        async with self.database.begin() as connection:
+            return int((await connection.execute(upsert.returning(captions.c.id))).scalar_one())
+
+    async def restore(self, entry: CatalogueEntry) -> int:
+        """Puts back an exported entry as it was (review status, edits, times); ``db import`` uses it."""
+        line = CaptionLine.model_validate(entry.model_dump(include=set(CaptionLine.model_fields)))
+        values = {
+            **_values(line, entry.params, entry.source),
+            **_search_text(line, entry.edited),
+            "status": entry.status,
+            "edited": entry.edited.model_dump(mode="json", exclude_none=True) if entry.edited else None,
+            "created_at": entry.created_at,
+            "updated_at": entry.updated_at,
+        }
+        insert = postgres_insert if self.database.dialect == "postgresql" else sqlite_insert
+        new = insert(captions).values(**values)
+        kept = {name: new.excluded[name] for name in values if name not in ("identity", "params_key")}
+        upsert = new.on_conflict_do_update(index_elements=["identity", "params_key"], set_=kept)
+        async with self.database.begin() as connection:
+            return int((await connection.execute(upsert.returning(captions.c.id))).scalar_one())
+
+    async def get(self, caption_id: int) -> CatalogueEntry:
+        async with self.database.connect() as connection:
+            row = (await connection.execute(select(captions).where(captions.c.id == caption_id))).first()
+        if row is None:
+            raise CaptionNotFound(f"no caption with id {caption_id} in the catalogue")
+        return _entry(row)
+
+    async def search(self, query: CaptionQuery) -> Page:
+        async with self.database.connect(SEARCH_TIMEOUT_S) as connection:
+            rows = (await connection.execute(statement(query, self.database.dialect))).all()
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        return Page([_entry(r) for r in rows], next_cursor(query, rows[-1]) if more and rows else None)
+
+    async def export(self) -> AsyncIterator[CatalogueEntry]:
+        """Every entry in id order, a batch at a time (the whole catalogue is never in memory)."""
+        after = 0
+        while True:
+            stmt = select(captions).where(captions.c.id > after).order_by(captions.c.id).limit(EXPORT_BATCH)
+            async with self.database.connect(SEARCH_TIMEOUT_S) as connection:
+                rows = (await connection.execute(stmt)).all()
+            for row in rows:
+                yield _entry(row)
+            if len(rows) < EXPORT_BATCH:
+                return
+            after = int(rows[-1].id)
+
+    async def count(self) -> int:
+        async with self.database.connect() as connection:
+            return int((await connection.execute(select(func.count()).select_from(captions))).scalar_one())
+
+    async def ping(self) -> bool:
+        try:
+            async with self.database.connect() as connection:
+                await connection.execute(select(1))
+        except CatalogueUnavailable:
+            return False
+        return True
+
+
+def _values(line: CaptionLine, params: CaptionParams, source: Origin) -> dict[str, Any]:
+    location = parse_s3_uri(line.s3_uri)
+    now = datetime.now(UTC)
+    return {
+        "identity": identity_of(line.s3_uri, line.etag),
+        "params_key": params.key(),
+        "s3_uri": line.s3_uri,
+        "bucket": location.bucket,
+        "key": location.key,
+        "etag": line.etag,
+        "params": params.model_dump(mode="json"),
+        "record": line.model_dump(mode="json", exclude_none=True, exclude={"etag", "timings"}),
+        "timings": line.timings,
+        **_search_text(line, None),
+        "source": source,
+        "status": "pending",
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _search_text(line: CaptionLine, edited: EditedFields | None) -> dict[str, str]:
+    """What search finds a row by: a person's edit where there is one, the model's text otherwise."""
+    keywords = edited.keywords if edited and edited.keywords is not None else line.keywords
+    return {
+        "caption": edited.caption if edited and edited.caption else line.caption,
+        "keywords": " ".join(keywords or []),
+        "visible_text": " ".join(line.visible_text or []),
+    }
+
+
+def _refresh(new: Any) -> dict[str, Any]:
+    """The columns a repeat of (version, params) updates; a person's edit keeps its searchable text."""
+    edited = captions.c.edited.is_not(None)
+    return {
+        "record": new.record,
+        "timings": new.timings,
+        "source": new.source,
+        "updated_at": new.updated_at,
+        "caption": case((edited, captions.c.caption), else_=new.caption),
+        "keywords": case((edited, captions.c.keywords), else_=new.keywords),
+        "visible_text": case((edited, captions.c.visible_text), else_=new.visible_text),
+        "status": case((edited, captions.c.status), else_="pending"),
+    }
+
+
+def _entry(row: Row[Any]) -> CatalogueEntry:
+    return CatalogueEntry(
+        **row.record,
+        etag=row.etag,
+        timings=row.timings,
+        id=row.id,
+        status=row.status,
+        source=row.source,
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
+        params=row.params,
+        edited=row.edited,
+    )
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite keeps no time zone; every time the catalogue writes is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
