@@ -8,14 +8,19 @@ transport; S3 and the backends are real HTTP servers on 127.0.0.1. Helpers that 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.support.fake_openai import FakeOpenAI, FakeServer, Reply, structured
 from tests.support.gateway import BUCKET, SEED, GatewayFactory, gateway_factory, json_enhancement
 from tests.support.s3_server import ACCESS_KEY, SECRET_KEY, S3Server, start_s3_server
+
+if TYPE_CHECKING:  # imported by pytest_plugins below; importing it here first would skip assert rewriting
+    from tests.support.postgres import PostgresServer
 
 # Real-service fixtures that live beside their harness: ``postgres`` and ``browser``/``page``.
 pytest_plugins = ("tests.support.postgres", "tests.support.browser")
@@ -65,6 +70,16 @@ def fake_enhancer(fake_servers: tuple[FakeOpenAI, FakeOpenAI]) -> FakeOpenAI:
     fake = fake_servers[1]
     fake.reset(Reply(content=json_enhancement()))
     return fake
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalogue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty catalogue database: an SQLite file, or a new database on the session's real
+    PostgreSQL server (started only when a test asks for this engine)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'catalogue.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.create_database(f"t_{uuid.uuid4().hex[:12]}")
 
 
 @pytest.fixture
