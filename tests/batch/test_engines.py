@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from gateway.catalogue import open_catalogue
+from gateway.settings import Settings
 from tests.support import images
 from tests.support.batch import BatchBucket, new_bucket, run_cli, start_cli
 from tests.support.fake_openai import FakeOpenAI, Reply, structured
@@ -70,6 +72,12 @@ async def test_a_uri_list_with_bad_entries_then_its_resume(
         ("never-uploaded.jpg", "s3_not_found", None),
     ]
     first_lines = read(dest)
+    # Every captioned line is in the catalogue too (on Ray the driver writes it), marked as batch work.
+    async with open_catalogue(Settings(DATA_DIR=batch_env["DATA_DIR"])) as catalogue:  # type: ignore[call-arg]
+        kept = [entry async for entry in catalogue.export()]
+    assert sorted((e.s3_uri, e.etag, e.source) for e in kept) == [
+        (r["s3_uri"], r["etag"], "batch") for r in first_lines
+    ]
 
     # The resume asks S3 (HEAD) for the ETag of each URI DEST holds: unchanged ones are skipped, the
     # failures are tried again and fail again.

@@ -6,6 +6,7 @@ responses, the image path through vLLM's Qwen processor, structured outputs, rea
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -147,3 +148,19 @@ async def test_health_follows_the_vlm_server(gateway: GatewayFactory, cpu_stack:
     assert caption.json()["error"]["code"] == "vlm_unavailable"
     assert back.status_code == 200
     assert back.json()["ok"] is True
+
+
+async def test_a_caption_is_kept_served_again_without_the_model_and_found_by_its_words(
+    gateway: GatewayFactory, cpu_stack: CpuStack
+) -> None:
+    """The tiny model's words are gibberish, but they are words: the search finds the caption by them."""
+    async with gateway(**cpu_stack.gateway_env()) as client:
+        first = await client.post("/caption", json={"s3_uri": f"s3://{BUCKET}/in-budget.jpg"})
+        again = await client.post("/caption", json={"s3_uri": f"s3://{BUCKET}/in-budget.jpg"})
+        words = [w for w in re.findall(r"\w+", first.json()["caption"]) if len(w) > 2][:2]
+        found = await client.get("/v1/captions", params={"q": " ".join(words)})
+    assert first.status_code == 200, first.text
+    assert (first.json()["cached"], again.json()["cached"]) == (False, True)
+    assert again.json()["caption"] == first.json()["caption"]
+    assert again.json()["usage"] == first.json()["usage"]  # the stored answer, not a second model call
+    assert [item["s3_uri"] for item in found.json()["items"]] == [f"s3://{BUCKET}/in-budget.jpg"]
