@@ -37,6 +37,9 @@ RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid app --no-create-home --home-dir /nonexistent \
        --shell /usr/sbin/nologin app
 COPY --from=builder /opt/venv /opt/venv
+# The SQLite catalogue's home (DATA_DIR): owned by the app so a fresh named volume mounted here is writable.
+RUN mkdir /data && chown 10001:10001 /data
+ENV DATA_DIR=/data
 USER 10001:10001
 WORKDIR /tmp
 EXPOSE 8000

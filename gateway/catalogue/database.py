@@ -124,5 +124,9 @@ class Database:
             )
         self._down_until = time.monotonic() + BREAKER_OPEN_S
 
+    def reset(self) -> None:
+        """Closes the breaker: the next call tries the database again (a start-up retry, say)."""
+        self._down_until = 0.0
+
     async def dispose(self) -> None:
         await self.engine.dispose()

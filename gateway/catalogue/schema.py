@@ -13,7 +13,8 @@ from sqlalchemy import JSON, BigInteger, Column, DateTime, Integer, MetaData, St
 from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
-Json = JSON().with_variant(JSONB(), "postgresql")
+# A Python None is SQL NULL (not JSON null), so "no edit" is IS NULL on both engines.
+Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 captions = Table(
     "captions",

@@ -21,11 +21,12 @@ pytestmark = pytest.mark.deploy
 ALIASES: dict[str, str] = {
     name: str(field.alias) for name, field in Settings.model_fields.items() if field.alias is not None
 }
-# These point at the services the compose file and the chart start, so their values differ by design.
-SERVICE_URLS = {"VLM_BASE_URL", "GPT_OSS_BASE_URL", "S3_ENDPOINT_URL"}
+# These point at the services the compose file and the chart start, or at the volume they mount for the
+# catalogue, so their values differ by design.
+SERVICE_URLS = {"VLM_BASE_URL", "GPT_OSS_BASE_URL", "S3_ENDPOINT_URL", "DATA_DIR"}
 # Read by the AWS SDK's credential chain, not by Settings.
 AWS_CHAIN = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
-HELM_SECRET_KEYS = {"API_KEYS", "VLM_API_KEY", "GPT_OSS_API_KEY"}
+HELM_SECRET_KEYS = {"API_KEYS", "VLM_API_KEY", "GPT_OSS_API_KEY", "DATABASE_URL"}
 
 SettingsFrom = Callable[[dict[str, str]], Settings]
 

@@ -222,9 +222,16 @@ def test_compose_config_all_profiles(tmp_path: Path) -> None:
         "S3_ENDPOINT_URL": "http://s3:8333",
         "AWS_ACCESS_KEY_ID": "demo",
         "AWS_SECRET_ACCESS_KEY": "demo-secret",
+        "POSTGRES_PASSWORD": "pg-secret",
+        "DATABASE_URL": "postgresql+asyncpg://florence:pg-secret@postgres:5432/florence",
     }
-    services = compose_config(tmp_path, env, "--profile", "gpt-oss", "--profile", "s3")["services"]
-    assert set(services) == {"vlm", "gpt-oss", "gateway", "s3", "s3-init"}
+    profiles = ("--profile", "gpt-oss", "--profile", "s3", "--profile", "postgres")
+    services = compose_config(tmp_path, env, *profiles)["services"]
+    assert set(services) == {"vlm", "gpt-oss", "gateway", "s3", "s3-init", "postgres"}
+    assert services["gateway"]["environment"]["DATABASE_URL"] == env["DATABASE_URL"]
+    assert services["gateway"]["environment"]["DATA_DIR"] == "/data"  # the catalogue-data volume
+    assert "catalogue-data:/data:rw" in services["gateway"]["volumes"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == "pg-secret"
     assert services["vlm"]["environment"]["VLLM_API_KEY"] == "vk"
     assert services["gateway"]["environment"]["VLM_API_KEY"] == "vk"
     assert services["gpt-oss"]["environment"]["NVIDIA_VISIBLE_DEVICES"] == "1,2"

@@ -121,3 +121,38 @@ def test_notes_render() -> None:
     notes = deploy_helm.render()["florence-tagger/templates/NOTES.txt"]
     assert "kubectl port-forward svc/tagger-florence-tagger-gateway" in notes
     assert "set secrets.API_KEYS" in notes
+
+
+def test_the_catalogue_is_sqlite_on_a_pod_volume_unless_a_postgresql_is_named() -> None:
+    docs = deploy_helm.documents()
+    gateway = by_kind(docs, "Deployment")["gateway"]
+    volumes = {v["name"]: v for v in gateway["spec"]["template"]["spec"]["volumes"]}
+    mounts = {m["name"]: m["mountPath"] for m in container(gateway)["volumeMounts"]}
+    (configmap,) = by_kind(docs, "ConfigMap").values()
+    assert mounts["data"] == configmap["data"]["DATA_DIR"] == "/data"
+    assert "emptyDir" in volumes["data"]
+    notes = deploy_helm.render()["florence-tagger/templates/NOTES.txt"]
+    assert "every gateway pod keeps its own SQLite catalogue" in notes
+
+    shared = deploy_helm.documents(
+        {
+            "secrets": {"DATABASE_URL": "postgresql+asyncpg://u:p@db:5432/florence"},
+            "gateway": {"data": {"existingClaim": "cat"}},
+        }
+    )
+    gateway = by_kind(shared, "Deployment")["gateway"]
+    env = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["key"]
+        for e in container(gateway)["env"]
+        if "valueFrom" in e
+    }
+    assert env["DATABASE_URL"] == "DATABASE_URL"
+    (secret,) = by_kind(shared, "Secret").values()
+    assert (
+        base64.b64decode(secret["data"]["DATABASE_URL"]).decode()
+        == "postgresql+asyncpg://u:p@db:5432/florence"
+    )
+    volumes = {v["name"]: v for v in gateway["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "cat"
+    (configmap,) = by_kind(shared, "ConfigMap").values()
+    assert "DATABASE_URL" not in configmap["data"], "a URL with a password stays in the Secret"
