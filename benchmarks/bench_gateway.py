@@ -188,6 +188,10 @@ def start_gateway(stack: Stack, name: str, backend: Proc, extra_env: dict[str, s
         "VLM_BASE_URL": backend.url + "/v1",
         "GPT_OSS_BASE_URL": backend.url + "/v1",
         "USE_GPT_OSS": "false",
+        # Every request here repeats a few objects: with the catalogue's cache on they would measure cache
+        # hits (benchmarks/bench_catalogue.py measures those), not the pipeline.
+        "CACHE": "off",
+        "DATA_DIR": str(stack.workdir / f"{name}-data"),
         **(extra_env or {}),
     }
     proc = stack.procs.spawn(name, gateway_command(port, workers=1), port, env, cwd=ROOT)
