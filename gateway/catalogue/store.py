@@ -7,7 +7,7 @@ so callers decide what a missing catalogue means for them: the API answers uncac
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,7 @@ from gateway.records import CaptionLine, CaptionParams, CatalogueEntry, EditedFi
 from gateway.sources.s3_uri import parse_s3_uri
 
 SEARCH_TIMEOUT_S = 10.0
+UNIQUE = ("identity", "params_key")  # one row per image version and parameters
 EXPORT_BATCH = 500
 
 
@@ -64,14 +65,7 @@ class Catalogue:
     async def store(self, line: CaptionLine, params: CaptionParams, source: Origin) -> int:
         """Keeps a result; a result for the same version and params replaces the model's text (a refresh)
         but never a person's edit, and sends an approved caption whose text changed back to review."""
-        values = _values(line, params, source)
-        insert = postgres_insert if self.database.dialect == "postgresql" else sqlite_insert
-        new = insert(captions).values(**values)
-        upsert = new.on_conflict_do_update(
-            index_elements=["identity", "params_key"], set_=_refresh(new.excluded)
-        )
-        async with self.database.begin() as connection:
-            return int((await connection.execute(upsert.returning(captions.c.id))).scalar_one())
+        return await self._upsert(_values(line, params, source), _refresh)
 
     async def restore(self, entry: CatalogueEntry) -> int:
         """Puts back an exported entry as it was (review status, edits, times); ``db import`` uses it."""
@@ -84,10 +78,14 @@ class Catalogue:
             "created_at": entry.created_at,
             "updated_at": entry.updated_at,
         }
+        return await self._upsert(values, lambda new: {k: new[k] for k in values if k not in UNIQUE})
+
+    async def _upsert(self, values: dict[str, Any], on_conflict: Callable[[Any], dict[str, Any]]) -> int:
+        """Inserts a row, or updates the one with the same (identity, params_key) with ``on_conflict`` of
+        the proposed row; returns the row's id."""
         insert = postgres_insert if self.database.dialect == "postgresql" else sqlite_insert
         new = insert(captions).values(**values)
-        kept = {name: new.excluded[name] for name in values if name not in ("identity", "params_key")}
-        upsert = new.on_conflict_do_update(index_elements=["identity", "params_key"], set_=kept)
+        upsert = new.on_conflict_do_update(index_elements=list(UNIQUE), set_=on_conflict(new.excluded))
         async with self.database.begin() as connection:
             return int((await connection.execute(upsert.returning(captions.c.id))).scalar_one())
 
