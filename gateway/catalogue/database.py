@@ -23,6 +23,7 @@ log = logging.getLogger("gateway.catalogue")
 BREAKER_OPEN_S = 5.0  # after a failure, calls fail fast for this long, then one tries again
 RETRY_AFTER_S = 5.0
 SQLITE_BUSY_TIMEOUT_MS = 10_000
+WRITE_OPTION = "florence_write"
 # What a database that is down, gone or hung raises (a refused connection is a bare OSError from asyncpg):
 # these open the breaker. Any other SQLAlchemyError is a bug, logged with its traceback.
 OUTAGES = (OperationalError, InterfaceError, DisconnectionError, OSError, TimeoutError)
@@ -70,7 +71,10 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # A write takes SQLite's write lock up front (IMMEDIATE), so a busy database is waited for: a deferred
+    # transaction whose insert fires the FTS5 trigger fails at once with "database is locked" instead.
+    immediate = connection.get_execution_options().get(WRITE_OPTION)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 class Database:
@@ -95,8 +99,11 @@ class Database:
 
     @asynccontextmanager
     async def begin(self, timeout_s: float | None = None) -> AsyncIterator[AsyncConnection]:
-        async with self._guard(timeout_s), self.engine.begin() as connection:
-            yield connection
+        """A write transaction, committed at the end."""
+        async with self._guard(timeout_s), self.engine.connect() as connection:
+            await connection.execution_options(**{WRITE_OPTION: True})
+            async with connection.begin():
+                yield connection
 
     @asynccontextmanager
     async def _guard(self, timeout_s: float | None) -> AsyncIterator[None]:

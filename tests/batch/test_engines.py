@@ -75,6 +75,7 @@ async def test_a_uri_list_with_bad_entries_then_its_resume(
     # Every captioned line is in the catalogue too (on Ray the driver writes it), marked as batch work.
     async with open_catalogue(Settings(DATA_DIR=batch_env["DATA_DIR"])) as catalogue:  # type: ignore[call-arg]
         kept = [entry async for entry in catalogue.export()]
+    assert len(kept) == 3, err
     assert sorted((e.s3_uri, e.etag, e.source) for e in kept) == [
         (r["s3_uri"], r["etag"], "batch") for r in first_lines
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -169,3 +170,10 @@ def test_an_exported_entry_reads_back_as_a_batch_line() -> None:
     exported = entry.model_dump_json(exclude_none=True)
     assert CaptionLine.model_validate_json(exported) == line("a.jpg", "A harbour.")
     assert CatalogueEntry.model_validate_json(exported) == entry
+
+
+async def test_many_results_stored_at_once_are_all_kept(catalogue: Catalogue) -> None:
+    """A batch's workers store concurrently; none may be turned away as 'database is locked'."""
+    lines = [line(f"{i}.jpg", f"Photo {i}.") for i in range(64)]
+    await asyncio.gather(*(catalogue.store(each, PARAMS, "batch") for each in lines))
+    assert await catalogue.count() == 64
