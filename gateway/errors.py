@@ -114,6 +114,13 @@ class XmpUnavailable(GatewayError):
     code = "xmp_unavailable"
 
 
+class XmpNameCollision(GatewayError):
+    """Two images share a stem-named XMP sidecar (``a.jpg`` and ``a.png`` -> ``a.xmp``): the second one is
+    refused, never silently written over the first one's sidecar."""
+
+    code = "xmp_name_collision"
+
+
 class CannotStart(Exception):
     """A batch cannot start (DEST exists without --resume/--overwrite, cannot be written, a bad option):
     exit 1 before any model call."""

@@ -23,7 +23,6 @@ from gateway.backends.vlm import caption_schema
 from gateway.errors import GatewayError
 from gateway.grounding import specific_tokens
 from gateway.pipeline import CaptionPipeline, CaptionRequest, CaptionResult
-from gateway.styles import Style
 
 
 @dataclass(frozen=True)
@@ -85,10 +84,9 @@ def _fold(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
-def score(report: Report, label: Label, result: CaptionResult, style: Style) -> None:
+def score(report: Report, label: Label, result: CaptionResult, schema: dict[str, Any]) -> None:
     report.captioned += 1
     vlm = result.vlm
-    schema = caption_schema(style)
     if vlm.raw is not None and Draft202012Validator(schema).is_valid(vlm.raw):
         report.schema_valid += 1
     report.keywords += len(vlm.keywords)
@@ -119,6 +117,8 @@ async def evaluate(
 ) -> Report:
     report = Report(images=len(labels))
     gate = asyncio.Semaphore(concurrency)
+    spec = pipeline.spec_for(template)  # the schema every answer is checked against
+    schema = caption_schema(spec.style, spec.vocabulary)
 
     async def one(label: Label) -> None:
         async with gate:
@@ -128,7 +128,7 @@ async def evaluate(
             except GatewayError as exc:
                 report.errors[exc.code] += 1
                 return
-            score(report, label, result, pipeline.styles[result.style])
+            score(report, label, result, schema)
 
     await asyncio.gather(*(one(label) for label in labels))
     return report

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
+from typing import Any
 
 import pillow_heif
-from PIL import Image, ImageCms, UnidentifiedImageError
+from PIL import Image, ImageCms, IptcImagePlugin, UnidentifiedImageError
 
 from gateway.errors import ImageTooLarge, UnsupportedImage
 
@@ -29,6 +31,9 @@ PATCH = 28  # Qwen2.5-VL: one visual token per 28x28 pixels (14-px patches, 2x2 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
 JPEG_QUALITY = 92
 ORIENTATION_TAG = 0x0112
+EXIF_IFD, GPS_IFD = 0x8769, 0x8825
+DATE_TIME_ORIGINAL, DATE_TIME = 0x9003, 0x0132
+log = logging.getLogger("gateway.imaging")
 _TRANSPOSE = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -48,11 +53,22 @@ class PixelBudget:
 
 
 @dataclass(frozen=True)
+class RawMetadata:
+    """The image's own metadata as Pillow reads it, in plain Python types (``gateway.metadata`` reads it)."""
+
+    exif_date: str | None = None
+    gps: dict[int, Any] = field(default_factory=dict)  # GPS IFD: tag -> value (rationals as floats)
+    xmp: dict[str, Any] = field(default_factory=dict)  # Image.getxmp(): namespaces stripped
+    iptc: dict[tuple[int, int], bytes | list[bytes]] = field(default_factory=dict)  # IPTC IIM datasets
+
+
+@dataclass(frozen=True)
 class PreparedImage:
     jpeg: bytes
     width: int
     height: int
     passed_through: bool
+    metadata: RawMetadata | None = None  # read only when asked (context): no cost otherwise
 
 
 def fit_to_grid(width: int, height: int, budget: PixelBudget, factor: int = PATCH) -> tuple[int, int]:
@@ -70,12 +86,15 @@ def fit_to_grid(width: int, height: int, budget: PixelBudget, factor: int = PATC
     return w, h
 
 
-def prepare_image(data: bytes, budget: PixelBudget) -> PreparedImage:
+def prepare_image(data: bytes, budget: PixelBudget, read_metadata: bool = False) -> PreparedImage:
     if not data:
         raise UnsupportedImage("the object is empty (0 bytes)", code="image_empty")
     image = _open(data, budget)
     try:
-        return _prepare_open(image, data, budget)
+        # Read from the bytes already in memory, before decoding: no second download, no extra decode.
+        metadata = raw_metadata(image) if read_metadata else None
+        prepared = _prepare_open(image, data, budget)
+        return prepared if metadata is None else _with(prepared, metadata)
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc), code="image_too_many_pixels") from None
     except MemoryError:
@@ -126,6 +145,56 @@ def _prepare_open(image: Image.Image, data: bytes, budget: PixelBudget) -> Prepa
     if rgb.size != target:
         rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
     return PreparedImage(_encode_jpeg(rgb), *target, passed_through=False)
+
+
+def _with(prepared: PreparedImage, metadata: RawMetadata) -> PreparedImage:
+    return PreparedImage(prepared.jpeg, prepared.width, prepared.height, prepared.passed_through, metadata)
+
+
+def raw_metadata(image: Image.Image) -> RawMetadata:
+    """EXIF date and GPS, XMP and IPTC IIM. Metadata is optional context: a malformed block is skipped,
+    never a reason to refuse an image the VLM can still describe."""
+    return RawMetadata(
+        exif_date=_guarded(_exif_date, image),
+        gps=_guarded(_gps, image) or {},
+        xmp=_guarded(_xmp, image) or {},
+        iptc=_guarded(_iptc, image) or {},
+    )
+
+
+def _guarded(read: Any, image: Image.Image) -> Any:
+    try:
+        return read(image)
+    except (OSError, SyntaxError, ValueError, KeyError, TypeError, IndexError, ZeroDivisionError) as exc:
+        # SyntaxError: XML parse errors; ValueError: defusedxml's refusals (entity bombs) and bad numbers.
+        log.debug("skipping unreadable metadata (%s): %s", read.__name__, exc)
+        return None
+
+
+def _exif_date(image: Image.Image) -> str | None:
+    exif = image.getexif()
+    value = exif.get_ifd(EXIF_IFD).get(DATE_TIME_ORIGINAL) or exif.get(DATE_TIME)
+    return value if isinstance(value, str) else None
+
+
+def _gps(image: Image.Image) -> dict[int, Any]:
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return tuple(plain(v) for v in value)
+        return value if isinstance(value, str | bytes | int) else float(value)  # IFDRational -> float
+
+    return {tag: plain(value) for tag, value in image.getexif().get_ifd(GPS_IFD).items()}
+
+
+def _xmp(image: Image.Image) -> dict[str, Any]:
+    # Pillow parses XMP with defusedxml: the packet comes from an untrusted file (entity expansion bombs).
+    return image.getxmp() if "xmp" in image.info else {}
+
+
+def _iptc(image: Image.Image) -> dict[tuple[int, int], bytes | list[bytes]]:
+    if image.format not in ("JPEG", "MPO", "TIFF"):
+        return {}
+    return IptcImagePlugin.getiptcinfo(image) or {}  # type: ignore[arg-type]
 
 
 def _orientation(image: Image.Image) -> int:
@@ -221,8 +290,9 @@ class ImagePreparer:
         self.budget = budget
         self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="imaging")
 
-    async def prepare(self, data: bytes) -> PreparedImage:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, prepare_image, data, self.budget)
+    async def prepare(self, data: bytes, read_metadata: bool = False) -> PreparedImage:
+        work = partial(prepare_image, data, self.budget, read_metadata)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, work)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -14,15 +14,30 @@ from dataclasses import dataclass, field, replace
 
 from gateway.backends.enhancer import EnhancerBackend
 from gateway.backends.vlm import CaptionSpec, VlmBackend, VlmCaption
+from gateway.context import context_from
 from gateway.errors import EnhancementFailed, GatewayBusy, InvalidInput
 from gateway.grounding import AddedTerm
 from gateway.imaging import ImagePreparer, PreparedImage
 from gateway.languages import LANGUAGES
 from gateway.metrics import GatewayMetrics
-from gateway.records import AddedTermRecord, BrandRecord, CaptionParams, CaptionRecord, ReasoningLevel
+from gateway.records import (
+    AddedTermRecord,
+    BrandRecord,
+    CaptionParams,
+    CaptionRecord,
+    ContextRecord,
+    ReasoningLevel,
+)
 from gateway.sources.s3 import S3Object, S3Source
 from gateway.sources.s3_uri import parse_s3_uri
-from gateway.styles import DEFAULT_STYLE_DETAILED, DEFAULT_STYLE_SHORT, Style
+from gateway.styles import (
+    ALT_TEXT_MAX_CHARS,
+    ALT_TEXT_STYLE,
+    DEFAULT_STYLE_DETAILED,
+    DEFAULT_STYLE_SHORT,
+    Style,
+)
+from gateway.vocabularies import Vocabulary
 
 SLOT_RETRY_AFTER_S = 2.0
 
@@ -36,6 +51,8 @@ class CaptionRequest:
     style: str | None = None
     language: str | None = None
     prompt: str | None = None
+    vocabulary: str | None = None  # a VOCABULARIES_DIR name; default: the style's own, if it names one
+    context: bool = False  # give the VLM the facts of the image's own metadata
 
 
 @dataclass
@@ -68,6 +85,7 @@ class CaptionResult:
     original_caption: str | None = None
     enhancement_error: str | None = None
     added_terms: list[AddedTerm] = field(default_factory=list)
+    context_used: ContextRecord | None = None
 
     def record(self) -> CaptionRecord:
         """The result as it is served, written and stored (structured fields only in structured mode)."""
@@ -94,7 +112,16 @@ class CaptionResult:
             ),
             models=self.models,
             usage=self.usage,
+            alt_text=self._alt_text(),
+            headline=vlm.headline,
+            keywords_free=vlm.keywords_free,
+            context_used=self.context_used,
         )
+
+    def _alt_text(self) -> str | None:
+        if self.style == ALT_TEXT_STYLE:  # that style's caption is the alt text (enhanced or not)
+            return self.caption[:ALT_TEXT_MAX_CHARS]
+        return self.vlm.alt_text
 
 
 @dataclass(frozen=True)
@@ -103,8 +130,11 @@ class PipelineHealth:
     enhancer: bool | None  # None: not checked, because enhancement is off by default
 
 
-def caption_spec(styles: Mapping[str, Style], request: CaptionRequest) -> CaptionSpec:
-    """Validates the request's style and language before any backend (or batch output) is touched."""
+def caption_spec(
+    styles: Mapping[str, Style], request: CaptionRequest, vocabularies: Mapping[str, Vocabulary] | None = None
+) -> CaptionSpec:
+    """Validates the request's style, language and vocabulary before any backend (or batch output) is
+    touched."""
     name = request.style or (DEFAULT_STYLE_DETAILED if request.detailed else DEFAULT_STYLE_SHORT)
     if name not in styles:
         raise InvalidInput(
@@ -116,7 +146,18 @@ def caption_spec(styles: Mapping[str, Style], request: CaptionRequest) -> Captio
             f"unsupported language {request.language!r}; supported: {', '.join(LANGUAGES)}",
             code="unsupported_language",
         )
-    return CaptionSpec(styles[name], language, request.prompt)
+    style = styles[name]
+    vocabulary = _vocabulary(request.vocabulary or style.vocabulary, vocabularies or {})
+    return CaptionSpec(style, language, request.prompt, vocabulary, request.context)
+
+
+def _vocabulary(name: str | None, vocabularies: Mapping[str, Vocabulary]) -> Vocabulary | None:
+    if name is None:
+        return None
+    if name not in vocabularies:
+        known = ", ".join(sorted(vocabularies)) or "none (VOCABULARIES_DIR is not set)"
+        raise InvalidInput(f"unknown vocabulary {name!r}; known: {known}", code="unknown_vocabulary")
+    return vocabularies[name]
 
 
 class CaptionPipeline:
@@ -128,6 +169,7 @@ class CaptionPipeline:
         vlm: VlmBackend,
         enhancer: EnhancerBackend,
         styles: Mapping[str, Style],
+        vocabularies: Mapping[str, Vocabulary] | None = None,
         use_gpt_oss_default: bool,
         reasoning_level_default: ReasoningLevel,
         max_concurrent_images: int,
@@ -141,13 +183,14 @@ class CaptionPipeline:
         self.vlm = vlm
         self.enhancer = enhancer
         self.styles = styles
+        self.vocabularies: Mapping[str, Vocabulary] = vocabularies or {}
         self.use_gpt_oss_default = use_gpt_oss_default
         self.reasoning_level_default = reasoning_level_default
         self.metrics = metrics
         self.slot_wait_s = slot_wait_s  # None: wait as long as it takes (batch bounds its own concurrency)
 
     def spec_for(self, request: CaptionRequest) -> CaptionSpec:
-        return caption_spec(self.styles, request)
+        return caption_spec(self.styles, request, self.vocabularies)
 
     def enhances(self, request: CaptionRequest) -> bool:
         return request.use_gpt_oss if request.use_gpt_oss is not None else self.use_gpt_oss_default
@@ -169,6 +212,8 @@ class CaptionPipeline:
             max_pixels=budget.max_pixels,
             min_pixels=budget.min_pixels,
             structured=self.vlm.structured,
+            vocabulary=spec.vocabulary_key,
+            context=spec.context,
         )
 
     async def caption(self, request: CaptionRequest, timings: StageTimings | None = None) -> CaptionResult:
@@ -181,14 +226,15 @@ class CaptionPipeline:
                 with timings.stage("s3"):
                     obj = await self.source.fetch(location)
                 with timings.stage("image"):
-                    image = await self.preparer.prepare(obj.data)
+                    image = await self.preparer.prepare(obj.data, read_metadata=spec.context)
         if self.metrics:
             self.metrics.vlm_bytes.inc(len(image.jpeg))
             if image.passed_through:
                 self.metrics.passed_through.inc()
+        context = context_from(image.metadata) if image.metadata is not None else None
         with timings.stage("vlm"):
-            vlm = await self.vlm.describe(image, spec)
-        result = self._result(request, spec, params, obj, image, vlm)
+            vlm = await self.vlm.describe(image, spec, context)
+        result = replace(self._result(request, spec, params, obj, image, vlm), context_used=context)
         if params.use_gpt_oss:
             with timings.stage("enhancer"):
                 result = await self._enhance(result, request, spec)

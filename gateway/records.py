@@ -40,10 +40,14 @@ class CaptionParams(BaseModel):
     max_pixels: int
     min_pixels: int
     structured: bool
+    vocabulary: str | None = None  # name@content-hash: an edited list is another parameter
+    context: bool = False  # the image's own metadata given to the VLM
 
     def key(self) -> str:
-        """A stable digest of the params (sorted keys, so field order never changes it)."""
-        canonical = json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        """A stable digest of the params. Sorted keys, so field order never changes it; defaults left out,
+        so a parameter added later (at its default) leaves every existing entry's key as it was."""
+        fields = self.model_dump(exclude_defaults=True)
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -55,6 +59,19 @@ class BrandRecord(BaseModel):
 class AddedTermRecord(BaseModel):
     term: str
     evidence: str
+
+
+class ContextRecord(BaseModel):
+    """What the VLM was told (``context_used`` in a result); empty when the file had nothing to say."""
+
+    date: str | None = None
+    gps: str | None = None
+    title: str | None = None
+    keywords: list[str] | None = None
+    location: list[str] | None = None
+
+    def is_empty(self) -> bool:
+        return not any(self.model_dump(exclude_none=True).values())
 
 
 class CaptionRecord(BaseModel):
@@ -72,6 +89,15 @@ class CaptionRecord(BaseModel):
     added_terms: list[AddedTermRecord] | None = None
     models: dict[str, str | None]
     usage: dict[str, dict[str, int]]
+    # Added after the original and earlier keys, so lines and responses keep their old keys in order.
+    alt_text: str | None = Field(None, description="IPTC alt text (AltTextAccessibility), at most 250 chars")
+    headline: str | None = Field(None, description="A headline (photoshop:Headline), at most 80 chars")
+    keywords_free: list[str] | None = Field(
+        None, description="With a vocabulary that allows it: concepts its list lacks"
+    )
+    context_used: ContextRecord | None = Field(
+        None, description='With "context": the facts from the image\'s metadata the VLM was given'
+    )
 
 
 def encode_line(record: BaseModel) -> bytes:

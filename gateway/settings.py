@@ -21,6 +21,19 @@ VLM_MIN_PIXELS_DEFAULT = 4 * 28 * 28
 ONE_TOKEN_PIXELS = 28 * 28
 DATABASE_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
 SQLITE_FILE = "florence-tagger.db"
+# From benchmarks/bench_vocabulary.py: the first request with a 10,000-term vocabulary waits ~3 s for vLLM
+# to compile its grammar, a 50,000-term one ~35 s (README, Vocabularies).
+VOCABULARY_MAX_TERMS_DEFAULT = 10_000
+# The XMP properties write-back owns, by the names XMP_FIELDS uses (README, Write-back).
+XMP_FIELD_NAMES = (
+    "description",
+    "subject",
+    "alt_text",
+    "ext_description",
+    "headline",
+    "hierarchical_subject",
+)
+XmpName = Literal["full", "stem"]
 
 
 class Settings(BaseSettings):
@@ -46,6 +59,8 @@ class Settings(BaseSettings):
     vlm_structured: bool = Field(True, alias="VLM_STRUCTURED")
     grounding: Literal["strict", "off"] = Field("strict", alias="GROUNDING")
     styles_file: Path | None = Field(None, alias="STYLES_FILE")
+    vocabularies_dir: Path | None = Field(None, alias="VOCABULARIES_DIR")
+    vocabulary_max_terms: int = Field(VOCABULARY_MAX_TERMS_DEFAULT, alias="VOCABULARY_MAX_TERMS", ge=1)
     vlm_timeout_s: float = Field(60.0, alias="VLM_TIMEOUT_S", gt=0)
     gpt_oss_timeout_s: float = Field(120.0, alias="GPT_OSS_TIMEOUT_S", gt=0)
     backend_max_attempts: int = Field(3, alias="BACKEND_MAX_ATTEMPTS", ge=1, le=10)
@@ -66,6 +81,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), alias="DATA_DIR")
     cache: Literal["on", "off"] = Field("on", alias="CACHE")
     database_timeout_s: float = Field(3.0, alias="DATABASE_TIMEOUT_S", gt=0)
+
+    # --- write-back (batch today; event workers and review approvals use the same settings) -------------
+    xmp_fields: str = Field(",".join(XMP_FIELD_NAMES), alias="XMP_FIELDS")
+    xmp_name: XmpName = Field("full", alias="XMP_NAME")
 
     # --- the HTTP server -------------------------------------------------------------------------------
     api_keys: SecretStr | None = Field(None, alias="API_KEYS")
@@ -90,8 +109,25 @@ class Settings(BaseSettings):
             raise ValueError("must be an http(s) URL such as http://localhost:8001/v1")
         return value.rstrip("/")
 
+    @field_validator("xmp_fields")
+    @classmethod
+    def _xmp_fields(cls, value: str) -> str:
+        fields = [f.strip() for f in value.split(",") if f.strip()]
+        unknown = set(fields) - set(XMP_FIELD_NAMES)
+        if unknown:
+            raise ValueError(
+                f"unknown XMP_FIELDS {sorted(unknown)}; choose from {', '.join(XMP_FIELD_NAMES)}"
+            )
+        return ",".join(fields)
+
     @field_validator(
-        "s3_endpoint_url", "vlm_api_key", "gpt_oss_api_key", "api_keys", "database_url", mode="before"
+        "s3_endpoint_url",
+        "vlm_api_key",
+        "gpt_oss_api_key",
+        "api_keys",
+        "database_url",
+        "vocabularies_dir",
+        mode="before",
     )
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
@@ -102,6 +138,10 @@ class Settings(BaseSettings):
     def _pixel_budget(self) -> Settings:
         if self.vlm_min_pixels > self.vlm_max_pixels:
             raise ValueError("VLM_MIN_PIXELS must not exceed VLM_MAX_PIXELS")
+        if self.vocabularies_dir is not None and not self.vlm_structured:
+            raise ValueError(
+                "VOCABULARIES_DIR needs VLM_STRUCTURED=true: the vocabulary is a JSON-schema enum"
+            )
         return self
 
     @field_validator("database_url")
@@ -118,6 +158,10 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite+aiosqlite:///{(self.data_dir / SQLITE_FILE).resolve()}"
+
+    @property
+    def xmp_field_set(self) -> frozenset[str]:
+        return frozenset(self.xmp_fields.split(",")) if self.xmp_fields else frozenset()
 
     @cached_property
     def api_key_list(self) -> tuple[str, ...]:

@@ -6,7 +6,9 @@ all run the same pipeline on the same kind of clients. Nothing here knows about 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -24,7 +26,9 @@ from gateway.pipeline import CaptionPipeline
 from gateway.settings import Settings
 from gateway.sources.s3 import S3Source, open_s3_client
 from gateway.sources.s3_writes import S3Writer
-from gateway.styles import load_styles
+from gateway.styles import Style, load_styles
+from gateway.vocabularies import Vocabulary, VocabularyError, load_vocabularies
+from gateway.warmup import VocabularyWarmup
 
 if TYPE_CHECKING:
     import httpx
@@ -63,6 +67,10 @@ async def open_pipeline(
     """The caption pipeline and its clients. Pass ``s3`` to share a client the caller already holds
     (batch lists and writes on it), so a process opens S3 once."""
     styles = load_styles(settings.styles_file)  # a bad styles file fails at start-up
+    vocabularies = load_vocabularies(
+        settings.vocabularies_dir, settings.vocabulary_max_terms
+    )  # and a bad list
+    _check_style_vocabularies(styles, vocabularies)
     async with AsyncExitStack() as stack:
         if s3 is None:
             s3 = await stack.enter_async_context(open_s3(settings))
@@ -110,6 +118,7 @@ async def open_pipeline(
                 grounded=settings.grounding == "strict",
             ),
             styles=styles,
+            vocabularies=vocabularies,
             use_gpt_oss_default=settings.use_gpt_oss,
             reasoning_level_default=settings.gpt_oss_reasoning_level,
             max_concurrent_images=settings.max_concurrent_images,
@@ -138,12 +147,14 @@ async def _open_chat(
 
 @dataclass(frozen=True)
 class Services:
-    """Everything the HTTP app serves from: S3, the pipeline, the catalogue and the cache in front."""
+    """Everything the HTTP app serves from: S3, the pipeline, the catalogue and the cache in front, and the
+    vocabularies' warm-up (running in the background while the app serves)."""
 
     s3: S3
     pipeline: CaptionPipeline
     catalogue: Catalogue
     captions: CaptionService
+    warmup: VocabularyWarmup
 
 
 @asynccontextmanager
@@ -157,12 +168,25 @@ async def open_services(
         open_pipeline(settings, s3=s3, metrics=metrics, slot_wait_s=slot_wait_s) as pipeline,
     ):
         read_cache = settings.cache == "on"
-        yield Services(
-            s3,
-            pipeline,
-            catalogue,
-            CaptionService(pipeline, catalogue, read_cache=read_cache, metrics=metrics),
-        )
+        captions = CaptionService(pipeline, catalogue, read_cache=read_cache, metrics=metrics)
+        warmup = VocabularyWarmup(pipeline.vlm, pipeline.styles, pipeline.vocabularies)
+        # In the background: readiness reports it, and no request waits for it.
+        warming = asyncio.create_task(warmup.run(), name="vocabulary-warmup")
+        try:
+            yield Services(s3, pipeline, catalogue, captions, warmup)
+        finally:
+            warming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await warming
+
+
+def _check_style_vocabularies(styles: Mapping[str, Style], vocabularies: Mapping[str, Vocabulary]) -> None:
+    for style in styles.values():
+        if style.vocabulary is not None and style.vocabulary not in vocabularies:
+            raise VocabularyError(
+                f"style {style.name!r} names the vocabulary {style.vocabulary!r}, which VOCABULARIES_DIR "
+                f"does not hold (known: {', '.join(sorted(vocabularies)) or 'none'})"
+            )
 
 
 def _secret(value: SecretStr | None) -> str | None:

@@ -17,6 +17,7 @@ from gateway.catalogue import Catalogue
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import CaptionPipeline
 from gateway.settings import Settings
+from gateway.warmup import VocabularyWarmup
 from gateway.wiring import Services
 
 _bearer = HTTPBearer(auto_error=False, description="One of API_KEYS, when that setting is set")
@@ -49,11 +50,16 @@ async def get_metrics(request: Request) -> GatewayMetrics:
     return metrics
 
 
+async def get_warmup(request: Request) -> VocabularyWarmup:
+    return _services(request).warmup
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 PipelineDep = Annotated[CaptionPipeline, Depends(get_pipeline)]
 CaptionsDep = Annotated[CaptionService, Depends(get_captions)]
 CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
 MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]
+WarmupDep = Annotated[VocabularyWarmup, Depends(get_warmup)]
 
 
 async def require_api_key(

@@ -7,7 +7,15 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from gateway.api.deps import ApiKeyDep, CaptionsDep, CatalogueDep, MetricsDep, PipelineDep, SettingsDep
+from gateway.api.deps import (
+    ApiKeyDep,
+    CaptionsDep,
+    CatalogueDep,
+    MetricsDep,
+    PipelineDep,
+    SettingsDep,
+    WarmupDep,
+)
 from gateway.api.errors import ERROR_RESPONSES
 from gateway.api.schemas import (
     BackendStatus,
@@ -17,6 +25,7 @@ from gateway.api.schemas import (
     HealthOut,
     LiveOut,
     StylesOut,
+    VocabularyStatus,
 )
 from gateway.languages import LANGUAGES
 from gateway.pipeline import StageTimings
@@ -39,9 +48,12 @@ async def caption(body: CaptionIn, request: Request, captions: CaptionsDep) -> C
 
 
 @router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
-async def health(settings: SettingsDep, pipeline: PipelineDep, catalogue: CatalogueDep) -> JSONResponse:
-    """Ready when the VLM answers its own /health; the enhancer and the catalogue are reported but never
-    flip `ok`: captions go on without them (unenhanced, uncached)."""
+async def health(
+    settings: SettingsDep, pipeline: PipelineDep, catalogue: CatalogueDep, warmup: WarmupDep
+) -> JSONResponse:
+    """Ready when the VLM answers its own /health; the enhancer, the catalogue and the vocabularies are
+    reported but never flip `ok`: captions go on without them (unenhanced, uncached; a vocabulary not yet
+    warmed only waits longer)."""
     probed, catalogue_ok = await asyncio.gather(pipeline.health(), catalogue.ping())
     body = HealthOut(
         ok=probed.vlm,
@@ -58,6 +70,15 @@ async def health(settings: SettingsDep, pipeline: PipelineDep, catalogue: Catalo
             ),
             "catalogue": CatalogueStatus(ok=catalogue_ok, engine=catalogue.engine_name),
         },
+        vocabularies={
+            name: VocabularyStatus(
+                state=warmup.states[name],
+                terms=len(vocabulary.terms),
+                sha256=vocabulary.sha256,
+                error=warmup.errors.get(name),
+            )
+            for name, vocabulary in pipeline.vocabularies.items()
+        },
     )
     return JSONResponse(body.model_dump(), status_code=200 if probed.vlm else 503)
 
@@ -71,7 +92,9 @@ async def livez() -> LiveOut:
 @router.get("/styles", response_model=StylesOut)
 async def styles(pipeline: PipelineDep) -> StylesOut:
     return StylesOut(
-        styles={name: style.description for name, style in pipeline.styles.items()}, languages=dict(LANGUAGES)
+        styles={name: style.description for name, style in pipeline.styles.items()},
+        languages=dict(LANGUAGES),
+        vocabularies={name: len(vocabulary.terms) for name, vocabulary in pipeline.vocabularies.items()},
     )
 
 

@@ -26,6 +26,12 @@ class CaptionIn(BaseModel):
     language: str | None = Field(None, description="Caption language (ISO 639-1 code), default en")
     prompt: str | None = Field(None, max_length=PROMPT_MAX_CHARS, description="Extra instructions")
     refresh: bool = Field(False, description="Caption again even if the catalogue holds this version")
+    vocabulary: str | None = Field(
+        None, description="Constrain keywords to a named vocabulary (VOCABULARIES_DIR); default: the style's"
+    )
+    context: bool = Field(
+        False, description="Give the VLM the facts of the image's own EXIF/XMP/IPTC metadata"
+    )
 
     def to_request(self) -> CaptionRequest:
         return CaptionRequest(**self.model_dump(exclude={"refresh"}))
@@ -49,6 +55,15 @@ class CatalogueStatus(BaseModel):
     engine: str = Field(description="sqlite or postgresql")
 
 
+class VocabularyStatus(BaseModel):
+    state: Literal["pending", "warmed", "failed"] = Field(
+        description="Whether the VLM server has compiled this vocabulary's grammars (warmed at start-up)"
+    )
+    terms: int
+    sha256: str
+    error: str | None = None
+
+
 class HealthOut(BaseModel):
     ok: bool
     backend: str
@@ -58,6 +73,9 @@ class HealthOut(BaseModel):
     gpt_oss_reasoning_level: ReasoningLevel
     vlm_load_8bit: bool
     backends: dict[str, BackendStatus | CatalogueStatus]
+    vocabularies: dict[str, VocabularyStatus] = Field(
+        default_factory=dict, description="Each configured vocabulary's warm-up; never flips `ok`"
+    )
 
 
 class LiveOut(BaseModel):
@@ -67,3 +85,4 @@ class LiveOut(BaseModel):
 class StylesOut(BaseModel):
     styles: dict[str, str]
     languages: dict[str, str]
+    vocabularies: dict[str, int] = Field(default_factory=dict, description="Name: number of terms")

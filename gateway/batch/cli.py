@@ -13,7 +13,7 @@ from gateway.batch.output import Mode
 from gateway.pipeline import CaptionRequest
 from gateway.records import REASONING_LEVELS
 from gateway.settings import Settings
-from gateway.writeback import parse_modes
+from gateway.writeback import XMP_NAMES, parse_modes
 
 DEFAULT_CONCURRENCY = 32  # enough requests in flight for vLLM's continuous batching to stay full
 
@@ -52,6 +52,16 @@ def add_batch_parser(sub: Any) -> None:
     batch.add_argument("--reasoning-level", choices=REASONING_LEVELS)
     batch.add_argument("--write-back", type=_write_back, default=frozenset(), help="sidecar,tags,xmp")
     batch.add_argument("--sidecar-prefix", help="s3://bucket/prefix/ for KEY.json (default: beside)")
+    batch.add_argument(
+        "--xmp-name",
+        choices=XMP_NAMES,
+        help="XMP sidecar name: full = KEY.xmp (digiKam, darktable), stem = extension replaced, IMG_1.xmp "
+        "(Lightroom, Capture One); default: XMP_NAME",
+    )
+    batch.add_argument("--vocabulary", help="constrain keywords to this VOCABULARIES_DIR vocabulary")
+    batch.add_argument(
+        "--context", action="store_true", help="give the VLM the facts of each image's own metadata"
+    )
     batch.add_argument("--engine", choices=("local", "ray"), default="local")
     batch.add_argument("--ray-actors", type=int, default=2, help="--engine ray: actors in the pool")
     batch.add_argument("--ray-num-cpus", type=float, help="--engine ray: CPUs of a local cluster")
@@ -75,6 +85,8 @@ def options_from_args(args: argparse.Namespace) -> BatchOptions:
         style=args.style,
         language=args.language,
         prompt=args.prompt,
+        vocabulary=args.vocabulary,
+        context=args.context,
     )
     return BatchOptions(
         source=args.source,
@@ -84,6 +96,7 @@ def options_from_args(args: argparse.Namespace) -> BatchOptions:
         request=request,
         write_back=args.write_back,
         sidecar_prefix=args.sidecar_prefix,
+        xmp_name=args.xmp_name,
         modified_since=args.modified_since,
         log_every=args.log_every,
         ray_actors=max(args.ray_actors, 1),

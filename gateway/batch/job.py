@@ -31,11 +31,12 @@ from gateway.errors import (
 )
 from gateway.pipeline import CaptionPipeline, CaptionRequest, StageTimings, caption_spec
 from gateway.records import CaptionLine, CaptionParams, FailureLine
-from gateway.settings import Settings
+from gateway.settings import Settings, XmpName
 from gateway.sources.s3_uri import parse_prefix, parse_s3_uri
 from gateway.styles import load_styles
+from gateway.vocabularies import VocabularyError, load_vocabularies
 from gateway.wiring import S3, open_pipeline, open_s3
-from gateway.writeback import WriteBack, require_libxmp
+from gateway.writeback import WriteBack, WriteBackConfig, require_libxmp
 
 log = logging.getLogger("gateway.batch")
 EXIT_OK, EXIT_CANNOT_START, EXIT_SOME_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -50,6 +51,7 @@ class BatchOptions:
     request: CaptionRequest = field(default_factory=lambda: CaptionRequest(s3_uri=""))
     write_back: frozenset[str] = frozenset()
     sidecar_prefix: str | None = None
+    xmp_name: XmpName | None = None  # None: XMP_NAME
     modified_since: datetime | None = None
     log_every: int = 100
     progress_bar: bool | None = None  # None: a bar when stderr is a terminal
@@ -82,17 +84,18 @@ Outcome = Captioned | Failed | Skipped
 class Captioner:
     """Captions one item into one outcome: what every engine's worker runs (a local task, a Ray actor)."""
 
-    def __init__(self, pipeline: CaptionPipeline, s3: S3, options: BatchOptions) -> None:
+    def __init__(self, pipeline: CaptionPipeline, s3: S3, options: BatchOptions, settings: Settings) -> None:
         self._pipeline = pipeline
         self._s3 = s3
         self._request = options.request
-        self._writeback = WriteBack(
-            s3.source,
-            s3.writer,
+        config = WriteBackConfig.from_settings(
+            settings,
             options.write_back,
+            xmp_name=options.xmp_name,
             sidecar_prefix=parse_prefix(options.sidecar_prefix) if options.sidecar_prefix else None,
             language=options.request.language,
         )
+        self._writeback = WriteBack(s3.source, s3.writer, config)
 
     async def caption_item(self, item: Item) -> Outcome:
         timings = StageTimings()
@@ -122,7 +125,7 @@ def _failed(item: Item, reason: str, message: str, timings: StageTimings) -> Fai
 @asynccontextmanager
 async def open_captioner(settings: Settings, options: BatchOptions, s3: S3) -> AsyncIterator[Captioner]:
     async with open_pipeline(settings, s3=s3) as pipeline:
-        yield Captioner(pipeline, s3, options)
+        yield Captioner(pipeline, s3, options, settings)
 
 
 # --- the job: DEST, the listing, the record of outcomes --------------------------------------------------
@@ -241,7 +244,9 @@ async def _close(job: Job) -> None:
 
 def check_can_start(options: BatchOptions, settings: Settings) -> None:
     """What would fail every image fails the run instead, before DEST is touched (--overwrite deletes)."""
-    caption_spec(load_styles(settings.styles_file), options.request)  # a bad --style or --language
+    # A bad --style, --language or --vocabulary, or a vocabulary file over the limit.
+    vocabularies = load_vocabularies(settings.vocabularies_dir, settings.vocabulary_max_terms)
+    caption_spec(load_styles(settings.styles_file), options.request, vocabularies)
     if "xmp" in options.write_back:
         require_libxmp()  # a missing Exempi library
 
@@ -256,7 +261,7 @@ async def open_output(options: BatchOptions, settings: Settings, s3: S3) -> tupl
     try:
         check_can_start(options, settings)
         return output, await output.prepare(options.mode)
-    except (CannotStart, GatewayError) as exc:
+    except (CannotStart, GatewayError, VocabularyError) as exc:
         print(f"florence-tagger batch: {getattr(exc, 'message', exc)}", file=sys.stderr)
         return None
 

@@ -1,4 +1,4 @@
-"""S3 object tags for a caption: six of them, values cut to what S3 accepts."""
+"""S3 object tags for a caption: eight of them, values cut to what S3 accepts."""
 
 from __future__ import annotations
 
@@ -23,11 +23,15 @@ def tag_value(text: str) -> str:
 
 
 def tags_for(line: CaptionLine, now: datetime | None = None) -> dict[str, str]:
-    """Six tags, most useful first, so an object already carrying 5+ tags of its own keeps the best ones."""
+    """Up to eight tags, most useful first, so an object already carrying tags of its own (S3 allows 10 in
+    all) keeps the best ones. Hierarchical keywords are tagged by their leaf (``|`` is not allowed)."""
     models = line.models
+    leaves = dict.fromkeys(keyword.rsplit("|", 1)[-1] for keyword in line.keywords or [])
+    extra = {"headline": line.headline, "alt-text": line.alt_text}
     return {
         f"{TAG_PREFIX}caption": tag_value(line.caption),
-        f"{TAG_PREFIX}keywords": tag_value(" / ".join(line.keywords or [])),
+        f"{TAG_PREFIX}keywords": tag_value(" / ".join(leaves)),
+        **{f"{TAG_PREFIX}{name}": tag_value(text) for name, text in extra.items() if text},
         f"{TAG_PREFIX}colors": tag_value(" / ".join(line.colors or [])),
         f"{TAG_PREFIX}model": tag_value(str(models.get("enhancer") or models.get("vlm") or "")),
         f"{TAG_PREFIX}etag": tag_value(line.etag),

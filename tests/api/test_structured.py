@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.support.fake_openai import FakeOpenAI, Reply, structured
-from tests.support.gateway import BUCKET, GatewayFactory, json_enhancement
+from tests.support.gateway import BUCKET, GatewayFactory, json_enhancement, sent_texts
 
 URI = f"s3://{BUCKET}/in-budget.jpg"
 STUDIO = "A photographer holds a camera in a studio with softbox lighting."
@@ -18,17 +18,33 @@ def studio_vlm(fake_vlm: FakeOpenAI, **fields: object) -> None:
 
 
 async def test_structured_keys_and_schema_request(gateway: GatewayFactory, fake_vlm: FakeOpenAI) -> None:
-    studio_vlm(fake_vlm, keywords=["Studio", "camera", "studio"], visible_text=["CANON"])
+    studio_vlm(
+        fake_vlm,
+        keywords=["Studio", "camera", "studio"],
+        visible_text=["CANON"],
+        alt_text="A photographer with a camera in a studio.",
+        headline="Studio shoot",
+    )
     async with gateway() as client:
         body = (await client.post("/caption", json={"s3_uri": URI})).json()
     assert body["keywords"] == ["studio", "camera"]
+    assert body["alt_text"] == "A photographer with a camera in a studio."
+    assert body["headline"] == "Studio shoot"
+    assert list(body)[: list(body).index("usage") + 1] == [  # the old keys first, in their old order
+        *("caption", "enhanced", "s3_uri", "truncated", "style", "keywords", "visible_text", "brands"),
+        *("colors", "models", "usage"),
+    ]
     assert body["visible_text"] == ["CANON"]
     assert body["brands"] == []
     assert body["colors"] == ["red"]
     sent = fake_vlm.requests[0]
     schema = sent["response_format"]["json_schema"]["schema"]
     assert sent["response_format"]["type"] == "json_schema"
-    assert set(schema["properties"]) == {"caption", "keywords", "visible_text", "brands", "colors"}
+    assert set(schema["properties"]) == {
+        *("caption", "keywords", "visible_text", "brands", "colors", "headline", "alt_text"),
+    }
+    assert schema["properties"]["alt_text"]["maxLength"] == 125  # IPTC's recommendation (at most 250)
+    assert schema["properties"]["headline"]["maxLength"] == 80
     assert sent["max_tokens"] > 1100  # above the schema's worst case
 
 
@@ -137,7 +153,7 @@ async def test_style_prompt_and_language_reach_the_vlm(gateway: GatewayFactory, 
     }
     async with gateway() as client:
         body = (await client.post("/caption", json=request)).json()
-    text = fake_vlm.requests[0]["messages"][-1]["content"][-1]["text"]
+    text = "\n".join(sent_texts(fake_vlm, 0))
     schema = fake_vlm.requests[0]["response_format"]["json_schema"]["schema"]
     assert body["style"] == "stock"
     assert "stock-photo description" in text

@@ -65,5 +65,7 @@ def test_malformed_json_is_a_502(raw: str) -> None:
 @pytest.mark.parametrize("style", sorted(load_styles()))
 def test_every_shipped_style_fits_the_token_budget(style: str) -> None:
     schema = caption_schema(load_styles()[style])
-    assert worst_case_tokens(schema) <= 1200
+    # A 4,096-token context (the CPU stack's) holds ~1,300 visual tokens, ~400 of prompt and this answer;
+    # the alt text and headline share the caption's one call and one budget.
+    assert worst_case_tokens(schema) <= 1500
     assert schema["additionalProperties"] is False

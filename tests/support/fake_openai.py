@@ -45,6 +45,8 @@ def structured(caption: str = "A red bicycle leans against a brick wall.", **fie
         "visible_text": [],
         "brands": [],
         "colors": ["red"],
+        "headline": "Red bicycle against a brick wall",
+        "alt_text": "A red bicycle leaning on a brick wall.",
     }
     body.update(fields)
     return json.dumps(body)

@@ -78,3 +78,15 @@ def sent_image(fake: FakeOpenAI, index: int = -1) -> tuple[bytes, Image.Image]:
     assert url.startswith(prefix)
     data = base64.b64decode(url[len(prefix) :])
     return data, Image.open(io.BytesIO(data))
+
+
+def sent_texts(fake: FakeOpenAI, index: int = -1) -> list[str]:
+    """The text parts of the user message the gateway sent, in order (the image part left out)."""
+    content = fake.requests[index]["messages"][-1]["content"]
+    return [part["text"] for part in content if part["type"] == "text"]
+
+
+def sent_parts(fake: FakeOpenAI, index: int = -1) -> list[str]:
+    """The user message's parts in order, as ``"image"`` or their text: where each piece sits."""
+    content = fake.requests[index]["messages"][-1]["content"]
+    return ["image" if part["type"] == "image_url" else part["text"] for part in content]
