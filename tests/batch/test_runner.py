@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from gateway.pipeline import CaptionRequest
 from tests.support import images
 from tests.support.batch import BatchBucket, RunBatch, run_cli
@@ -160,13 +162,14 @@ async def test_s3_dest_resume_supersedes_changed_images_and_overwrite_starts_ove
     assert bucket.keys("out/") == ["out/part-00001.jsonl"]
 
 
+@pytest.mark.parametrize("request_", [{"style": "baroque"}, {"vocabulary": "no-such-list"}])
 async def test_unknown_style_stops_before_any_image(
-    bucket: BatchBucket, run: RunBatch, fake_vlm: FakeOpenAI, tmp_path: Path
+    bucket: BatchBucket, run: RunBatch, fake_vlm: FakeOpenAI, tmp_path: Path, request_: dict[str, str]
 ) -> None:
     bucket.seed("photos/", 3)
     dest = tmp_path / "out.jsonl"
     dest.write_text('{"s3_uri": "s3://earlier/run.jpg"}\n')
-    request = CaptionRequest(s3_uri="", style="baroque")
+    request = CaptionRequest(s3_uri="", **request_)
     status = await run(f"s3://{bucket.name}/photos/", str(dest), request=request, mode="overwrite")
     assert status == 1
     assert fake_vlm.requests == []

@@ -162,3 +162,37 @@ def jpeg_broken_exif() -> bytes:
     for index, value in ((17, 33), (44, 100), (69, 141)):
         raw[index] = value
     return _save(Image.new("RGB", (40, 20), BLUE), "JPEG", quality=95, exif=bytes(raw))
+
+
+def xmp_packet(title: str | None = None, keywords: tuple[str, ...] = (), city: str | None = None) -> bytes:
+    """An XMP packet as Lightroom writes one: dc:title (Lang Alt), dc:subject (Bag), photoshop:City."""
+    from xml.sax.saxutils import escape
+
+    items = "".join(f"<rdf:li>{escape(k)}</rdf:li>" for k in keywords)
+    parts = [f"<dc:subject><rdf:Bag>{items}</rdf:Bag></dc:subject>" if keywords else ""]
+    if title is not None:
+        parts.append(
+            f'<dc:title><rdf:Alt><rdf:li xml:lang="x-default">{escape(title)}</rdf:li></rdf:Alt></dc:title>'
+        )
+    city_attr = f' photoshop:City="{escape(city)}"' if city else ""
+    return (
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/" '
+        f'xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/"{city_attr}>{"".join(parts)}</rdf:Description>'
+        "</rdf:RDF></x:xmpmeta>"
+    ).encode()
+
+
+def jpeg_with_metadata(
+    *, date: str | None = "2019:06:14 15:30:00", gps: bool = True, xmp: bytes | None = None
+) -> bytes:
+    """A camera JPEG: EXIF DateTimeOriginal, GPS (the Eiffel Tower: 48.8584 N, 2.2945 E) and an XMP packet."""
+    exif = Image.Exif()
+    if date:
+        exif[0x8769] = {0x9003: date}  # Exif IFD: DateTimeOriginal
+    if gps:
+        exif[0x8825] = {1: "N", 2: (48.0, 51.0, 30.24), 3: "E", 4: (2.0, 17.0, 40.2)}
+    params: dict[str, object] = {"exif": exif.tobytes()}
+    if xmp is not None:
+        params["xmp"] = xmp
+    return _save(Image.new("RGB", (320, 240), BLUE), "JPEG", quality=90, **params)
