@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from gateway.styles import Style
+
 SEPARATOR = "|"
 TERM_MAX_CHARS = 80  # per label: it bounds the schema's worst case, hence the VLM's token budget
 FREE_MAX_DEFAULT = 5
@@ -160,3 +162,13 @@ def load_vocabularies(directory: Path | None, max_terms: int) -> MappingProxyTyp
             raise VocabularyError(f"{directory}: two files define the vocabulary {vocabulary.name!r}")
         found[vocabulary.name] = vocabulary
     return MappingProxyType(found)
+
+
+def check_style_vocabularies(styles: Mapping[str, Style], vocabularies: Mapping[str, Vocabulary]) -> None:
+    """A style naming a vocabulary that is not there fails the start-up, not its first request."""
+    for style in styles.values():
+        if style.vocabulary is not None and style.vocabulary not in vocabularies:
+            raise VocabularyError(
+                f"style {style.name!r} names the vocabulary {style.vocabulary!r}, which VOCABULARIES_DIR "
+                f"does not hold (known: {', '.join(sorted(vocabularies)) or 'none'})"
+            )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -26,8 +26,8 @@ from gateway.pipeline import CaptionPipeline
 from gateway.settings import Settings
 from gateway.sources.s3 import S3Source, open_s3_client
 from gateway.sources.s3_writes import S3Writer
-from gateway.styles import Style, load_styles
-from gateway.vocabularies import Vocabulary, VocabularyError, load_vocabularies
+from gateway.styles import load_styles
+from gateway.vocabularies import check_style_vocabularies, load_vocabularies
 from gateway.warmup import VocabularyWarmup
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ async def open_pipeline(
     vocabularies = load_vocabularies(
         settings.vocabularies_dir, settings.vocabulary_max_terms
     )  # and a bad list
-    _check_style_vocabularies(styles, vocabularies)
+    check_style_vocabularies(styles, vocabularies)
     async with AsyncExitStack() as stack:
         if s3 is None:
             s3 = await stack.enter_async_context(open_s3(settings))
@@ -178,15 +178,6 @@ async def open_services(
             warming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await warming
-
-
-def _check_style_vocabularies(styles: Mapping[str, Style], vocabularies: Mapping[str, Vocabulary]) -> None:
-    for style in styles.values():
-        if style.vocabulary is not None and style.vocabulary not in vocabularies:
-            raise VocabularyError(
-                f"style {style.name!r} names the vocabulary {style.vocabulary!r}, which VOCABULARIES_DIR "
-                f"does not hold (known: {', '.join(sorted(vocabularies)) or 'none'})"
-            )
 
 
 def _secret(value: SecretStr | None) -> str | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -48,3 +50,28 @@ def test_bad_reasoning_level_refuses_to_start(
 def test_secrets_do_not_print(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VLM_API_KEY", "sk-very-secret")
     assert "sk-very-secret" not in repr(Settings())
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"XMP_FIELDS": "description,keywords"}, "unknown XMP_FIELDS ['keywords']"),
+        ({"XMP_NAME": "basename"}, "XMP_NAME"),
+        (
+            {"VOCABULARIES_DIR": "/srv/vocab", "VLM_STRUCTURED": "false"},
+            "VOCABULARIES_DIR needs VLM_STRUCTURED",
+        ),
+    ],
+)
+def test_write_back_and_vocabulary_settings_are_checked_at_start_up(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        Settings()
+
+
+def test_xmp_fields_choose_a_subset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XMP_FIELDS", " headline , alt_text ")
+    assert Settings().xmp_field_set == {"headline", "alt_text"}

@@ -34,7 +34,7 @@ from gateway.records import CaptionLine, CaptionParams, FailureLine
 from gateway.settings import Settings, XmpName
 from gateway.sources.s3_uri import parse_prefix, parse_s3_uri
 from gateway.styles import load_styles
-from gateway.vocabularies import VocabularyError, load_vocabularies
+from gateway.vocabularies import VocabularyError, check_style_vocabularies, load_vocabularies
 from gateway.wiring import S3, open_pipeline, open_s3
 from gateway.writeback import WriteBack, WriteBackConfig, require_libxmp
 
@@ -245,8 +245,10 @@ async def _close(job: Job) -> None:
 def check_can_start(options: BatchOptions, settings: Settings) -> None:
     """What would fail every image fails the run instead, before DEST is touched (--overwrite deletes)."""
     # A bad --style, --language or --vocabulary, or a vocabulary file over the limit.
+    styles = load_styles(settings.styles_file)
     vocabularies = load_vocabularies(settings.vocabularies_dir, settings.vocabulary_max_terms)
-    caption_spec(load_styles(settings.styles_file), options.request, vocabularies)
+    check_style_vocabularies(styles, vocabularies)
+    caption_spec(styles, options.request, vocabularies)
     if "xmp" in options.write_back:
         require_libxmp()  # a missing Exempi library
 
