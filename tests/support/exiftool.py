@@ -34,7 +34,8 @@ def exiftool_json(path: Path) -> dict[str, Any]:
 
 def exiftool_x(path: Path) -> dict[str, str | list[str]]:
     """``exiftool -X``, as ``{"XMP-dc:Description-de": text, "XMP-dc:Subject": [items]}``: exiftool's own
-    group and tag names, a language other than x-default as the ``-lang`` suffix, lists for rdf:Bag."""
+    group and tag names, a language other than x-default as the ``-lang`` suffix, a list for an rdf:Bag of
+    two or more items (exiftool prints a one-item Bag as plain text: see ``items``)."""
     out = subprocess.run([exiftool_path(), "-X", str(path)], capture_output=True, check=True)
     found: dict[str, str | list[str]] = {}
     description = ElementTree.fromstring(out.stdout)[0]
@@ -54,3 +55,8 @@ def write_tags(path: Path, *assignments: str) -> None:
         [exiftool_path(), "-q", "-overwrite_original", "-charset", "iptc=UTF8", *assignments, str(path)],
         check=True,
     )
+
+
+def items(value: str | list[str]) -> list[str]:
+    """A list-valued tag as a list, whether exiftool printed one item or several."""
+    return value if isinstance(value, list) else [value]
