@@ -64,13 +64,14 @@ class S3Server:
 
     def create_bucket(self, name: str) -> None:
         """A new bucket, returned once it takes writes. SeaweedFS grows a new bucket's volume in the
-        background, and a PUT that races the growth fails with InternalError ("volume N not found")."""
+        background, and a PUT that races the growth fails with InternalError ("volume N not found").
+        The probe has a body: SeaweedFS keeps an empty object in the filer alone, never touching a volume."""
         client: Any = self.client()
         client.create_bucket(Bucket=name)
         deadline = time.monotonic() + BUCKET_READY_TIMEOUT_S
         while True:
             try:
-                client.put_object(Bucket=name, Key=".ready", Body=b"")
+                client.put_object(Bucket=name, Key=".ready", Body=b"ready")
                 client.delete_object(Bucket=name, Key=".ready")
                 return
             except ClientError:
