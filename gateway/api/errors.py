@@ -108,7 +108,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         404: "No such S3 bucket or key, or no catalogue entry with that id",
         413: "The image has too many bytes or pixels",
         415: "Not an image, an unsupported format, truncated or empty",
-        422: "Malformed body or query, bad s3_uri, unknown style, language, vocabulary, reasoning level, cursor",
+        422: "Malformed body or query: bad s3_uri, style, language, vocabulary, reasoning level or cursor",
         502: "The VLM refused the request or answered something unusable",
         503: "S3, the VLM, the catalogue or the gateway itself unavailable or overloaded (see Retry-After)",
         504: "The VLM did not answer within VLM_TIMEOUT_S",
