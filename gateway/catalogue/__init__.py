@@ -1,7 +1,28 @@
 """The caption catalogue: every result in one database (SQLite by default, PostgreSQL for replicas)."""
 
 from gateway.catalogue.open import open_catalogue
+from gateway.catalogue.queue import (
+    QUEUE_STATES,
+    ClaimedEvent,
+    Enqueued,
+    EventQueue,
+    ObjectVersion,
+    QueueError,
+    QueueStats,
+)
 from gateway.catalogue.search import CaptionQuery
 from gateway.catalogue.store import Catalogue, Page
 
-__all__ = ["CaptionQuery", "Catalogue", "Page", "open_catalogue"]
+__all__ = [
+    "QUEUE_STATES",
+    "CaptionQuery",
+    "Catalogue",
+    "ClaimedEvent",
+    "Enqueued",
+    "EventQueue",
+    "ObjectVersion",
+    "Page",
+    "QueueError",
+    "QueueStats",
+    "open_catalogue",
+]

@@ -41,3 +41,26 @@ captions = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+# The S3 event queue (migration 0002): one row per object version waiting to be captioned, in the same
+# database as the captions, so a 202 means the row is committed beside the catalogue it will land in.
+# A row lives while there is work: done rows are deleted (the caption row is the record), failed ones stay.
+event_queue = Table(
+    "event_queue",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    Column("bucket", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    # "" when the store did not say: NULLs never collide in a unique index, and duplicates must.
+    Column("etag", Text, nullable=False),
+    Column("request_id", String(128)),  # the delivery's, so its log line and the processing's meet
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("state", String(16), nullable=False),  # queued, retry, running, failed
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("lease_owner", String(200)),
+    Column("lease_expires_at", DateTime(timezone=True)),
+    Column("last_error_code", String(64)),
+    Column("last_error_message", Text),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
