@@ -8,14 +8,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from gateway.api import captions
+from gateway.api import captions, events
 from gateway.api.errors import register_error_handlers
 from gateway.api.middleware import RequestContextMiddleware
 from gateway.api.routes import router
 from gateway.backends.openai_chat import redact_url
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings
-from gateway.wiring import open_services
+from gateway.wiring import open_services, run_event_workers
 
 log = logging.getLogger("gateway")
 SLOT_WAIT_S = 30.0
@@ -27,15 +27,19 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # An HTTP client is told to come back rather than queue without bound for an image slot.
-        async with open_services(settings, metrics=metrics, slot_wait_s=SLOT_WAIT_S) as services:
+        async with (
+            open_services(settings, metrics=metrics, slot_wait_s=SLOT_WAIT_S) as services,
+            run_event_workers(services, settings, settings.event_workers, metrics),
+        ):
             app.state.services = services
             log.info(
-                "florence-tagger ready: vlm=%s enhancer=%s (enabled=%s) s3=%s catalogue=%s",
+                "florence-tagger ready: vlm=%s enhancer=%s (enabled=%s) s3=%s catalogue=%s event_workers=%d",
                 settings.vlm_model_id,
                 settings.gpt_oss_model_id,
                 settings.use_gpt_oss,
                 redact_url(settings.s3_endpoint_url) if settings.s3_endpoint_url else "aws",
                 services.catalogue.database.description,
+                settings.event_workers,
             )
             yield
 
@@ -49,6 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.metrics = metrics
     app.include_router(router)
     app.include_router(captions.router)
+    app.include_router(events.router)
     register_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app

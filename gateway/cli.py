@@ -1,4 +1,4 @@
-"""The ``florence-tagger`` command: ``serve`` (the HTTP gateway), ``batch``, ``eval`` and ``db``."""
+"""The ``florence-tagger`` command: ``serve`` (the HTTP gateway), ``batch``, ``worker``, ``eval``, ``db``."""
 
 from __future__ import annotations
 
@@ -19,11 +19,14 @@ from gateway.batch.cli import add_batch_parser
 from gateway.catalogue.cli import add_db_parser
 from gateway.catalogue.open import open_catalogue
 from gateway.errors import CatalogueRefused, CatalogueUnavailable
+from gateway.events.cli import add_worker_parser, startable
 from gateway.records import REASONING_LEVELS
 from gateway.settings import Settings
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    if not startable(settings, "serve"):
+        return 1
     try:  # once, before any worker starts, so a database that cannot be used stops here with its reason
         asyncio.run(_migrate(settings))
     except (CatalogueRefused, CatalogueUnavailable) as exc:
@@ -89,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (WORKERS, default 1); one per core")
     serve.set_defaults(handler=_serve)
     add_batch_parser(sub)
+    add_worker_parser(sub)
     add_db_parser(sub)
     evaluation = sub.add_parser(
         "eval", help="run a labelled JSONL set through the model servers and score it"

@@ -27,6 +27,12 @@ class InvalidInput(GatewayError):
     code = "invalid_request"
 
 
+class RequestTooLarge(GatewayError):
+    """A request body over its route's cap, refused while it streams in (before it is held whole)."""
+
+    code = "request_too_large"
+
+
 class GatewayBusy(GatewayError):
     """The gateway itself is saturated (every image slot taken): try again shortly."""
 

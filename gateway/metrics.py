@@ -51,6 +51,41 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
+        self._events(self.registry)
+
+    def _events(self, registry: CollectorRegistry) -> None:
+        self.events_received = Counter(
+            "florence_events_received",
+            "Objects in S3 event deliveries: accepted (queued), or the reason they were ignored",
+            ["outcome"],
+            registry=registry,
+        )
+        self.events_processed = Counter(
+            "florence_events_processed",
+            "Queued events a worker finished: captioned, catalogued (already), gone, retry, failed",
+            ["outcome"],
+            registry=registry,
+        )
+        # The queue is one table shared by every process: any process's latest reading is the answer.
+        self.events_queue = Gauge(
+            "florence_events_queue",
+            "Rows in the event queue by state (read at scrape time)",
+            ["state"],
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+        self.events_oldest_age = Gauge(
+            "florence_events_oldest_age_seconds",
+            "Age of the oldest event not yet captioned (failed ones aside); 0 when none",
+            registry=registry,
+            multiprocess_mode="mostrecent",
+        )
+
+    def observe_queue(self, counts: dict[str, int], oldest_age_s: float | None) -> None:
+        for state, count in counts.items():
+            self.events_queue.labels(state).set(count)
+        self.events_oldest_age.set(oldest_age_s or 0.0)
+
     def observe_stages(self, stages_ms: dict[str, float]) -> None:
         for stage, ms in stages_ms.items():
             self.stage_seconds.labels(stage).observe(ms / 1000)

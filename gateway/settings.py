@@ -13,7 +13,9 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.errors import InvalidInput
 from gateway.records import REASONING_LEVELS, ReasoningLevel
+from gateway.sources.s3_uri import parse_prefix
 
 # Qwen2.5-VL spends one visual token per 28x28 pixels (imaging.PATCH): 1280 tokens at most, 4 at least.
 VLM_MAX_PIXELS_DEFAULT = 1280 * 28 * 28
@@ -34,6 +36,7 @@ XMP_FIELD_NAMES = (
     "hierarchical_subject",
 )
 XmpName = Literal["full", "stem"]
+WRITE_BACK_MODES = ("sidecar", "tags", "xmp")
 
 
 class Settings(BaseSettings):
@@ -85,6 +88,20 @@ class Settings(BaseSettings):
     # --- write-back (batch today; event workers and review approvals use the same settings) -------------
     xmp_fields: str = Field(",".join(XMP_FIELD_NAMES), alias="XMP_FIELDS")
     xmp_name: XmpName = Field("full", alias="XMP_NAME")
+    # --- S3 event notifications: new uploads captioned as they arrive ------------------------------------
+    # Workers per process draining the queue (0: this process only receives; `florence-tagger worker` drains).
+    event_workers: int = Field(2, alias="EVENT_WORKERS", ge=0, le=256)
+    events_token: SecretStr | None = Field(None, alias="EVENTS_TOKEN")
+    events_style: str = Field("detailed", alias="EVENTS_STYLE")
+    events_use_gpt_oss: bool | None = Field(None, alias="EVENTS_USE_GPT_OSS")  # None: USE_GPT_OSS
+    events_language: str = Field("en", alias="EVENTS_LANGUAGE")
+    events_vocabulary: str | None = Field(None, alias="EVENTS_VOCABULARY")  # None: the style's own, if any
+    events_context: bool = Field(False, alias="EVENTS_CONTEXT")
+    events_write_back: str = Field("", alias="EVENTS_WRITE_BACK")
+    events_sidecar_prefix: str | None = Field(None, alias="EVENTS_SIDECAR_PREFIX")
+    events_max_attempts: int = Field(5, alias="EVENTS_MAX_ATTEMPTS", ge=1, le=100)
+    events_lease_s: float = Field(60.0, alias="EVENTS_LEASE_S", ge=1)
+    events_backoff_s: float = Field(10.0, alias="EVENTS_BACKOFF_S", gt=0)
 
     # --- the HTTP server -------------------------------------------------------------------------------
     api_keys: SecretStr | None = Field(None, alias="API_KEYS")
@@ -127,6 +144,10 @@ class Settings(BaseSettings):
         "api_keys",
         "database_url",
         "vocabularies_dir",
+        "events_token",
+        "events_use_gpt_oss",
+        "events_sidecar_prefix",
+        "events_vocabulary",
         mode="before",
     )
     @classmethod
@@ -151,6 +172,42 @@ class Settings(BaseSettings):
             # The value is not echoed: it may carry a password.
             raise ValueError(f"must start with one of {', '.join(DATABASE_SCHEMES)}")
         return value
+
+    @field_validator("events_write_back")
+    @classmethod
+    def _events_write_back(cls, value: str) -> str:
+        modes = [m.strip().lower() for m in value.split(",") if m.strip()]
+        if modes == ["none"]:
+            return ""
+        unknown = set(modes) - set(WRITE_BACK_MODES)
+        if unknown:
+            raise ValueError(
+                f"unknown modes {sorted(unknown)}; none, or any of {', '.join(WRITE_BACK_MODES)}"
+            )
+        return ",".join(m for m in WRITE_BACK_MODES if m in modes)
+
+    @field_validator("events_sidecar_prefix")
+    @classmethod
+    def _events_sidecar_prefix(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            location = parse_prefix(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
+        # A folder: sidecars go to PREFIX + the image's key + .json, never to "prefixphoto.jpg.json".
+        key = location.key if not location.key or location.key.endswith("/") else location.key + "/"
+        return f"s3://{location.bucket}/{key}"
+
+    @property
+    def events_write_back_modes(self) -> frozenset[str]:
+        return frozenset(self.events_write_back.split(",")) if self.events_write_back else frozenset()
+
+    @property
+    def events_key_list(self) -> tuple[str, ...]:
+        """What POST /v1/events/s3 accepts: API_KEYS and EVENTS_TOKEN (empty: the route is open)."""
+        token = self.events_token.get_secret_value().strip() if self.events_token else ""
+        return self.api_key_list + ((token,) if token else ())
 
     @property
     def database_url_value(self) -> str:

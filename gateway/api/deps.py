@@ -10,10 +10,11 @@ import hmac
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials, HTTPBearer
 
 from gateway.caching import CaptionService
 from gateway.catalogue import Catalogue
+from gateway.events.intake import EventIntake
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import CaptionPipeline
 from gateway.settings import Settings
@@ -21,6 +22,17 @@ from gateway.warmup import VocabularyWarmup
 from gateway.wiring import Services
 
 _bearer = HTTPBearer(auto_error=False, description="One of API_KEYS, when that setting is set")
+_events_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="EventsBearer",
+    description="One of API_KEYS, or EVENTS_TOKEN (accepted on POST /v1/events/s3 only)",
+)
+_events_basic = HTTPBasic(
+    auto_error=False,
+    scheme_name="EventsBasic",
+    description="Any user name with API_KEYS' or EVENTS_TOKEN's value as the password: for senders that "
+    "can only put credentials in the URL (an SNS subscription, https://events:TOKEN@host/...)",
+)
 
 
 async def get_settings(request: Request) -> Settings:
@@ -45,6 +57,10 @@ async def get_catalogue(request: Request) -> Catalogue:
     return _services(request).catalogue
 
 
+async def get_events(request: Request) -> EventIntake:
+    return _services(request).events
+
+
 async def get_metrics(request: Request) -> GatewayMetrics:
     metrics: GatewayMetrics = request.app.state.metrics
     return metrics
@@ -60,21 +76,37 @@ CaptionsDep = Annotated[CaptionService, Depends(get_captions)]
 CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
 MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]
 WarmupDep = Annotated[VocabularyWarmup, Depends(get_warmup)]
+EventsDep = Annotated[EventIntake, Depends(get_events)]
 
 
 async def require_api_key(
     settings: SettingsDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
     keys = settings.api_key_list
-    if not keys:
-        return
-    offered = credentials.credentials.encode() if credentials else b""
-    # Compare against every key in constant time, so timing tells nothing about which prefix matched.
-    matched = False
-    for key in keys:
-        matched |= hmac.compare_digest(offered, key.encode())
-    if not matched:
+    if keys and not _matches(credentials.credentials if credentials else "", keys):
         raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
 
 
+async def require_events_key(
+    settings: SettingsDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_events_bearer)],
+    basic: Annotated[HTTPBasicCredentials | None, Depends(_events_basic)],
+) -> None:
+    """POST /v1/events/s3: a key of API_KEYS or EVENTS_TOKEN, as a Bearer token or a Basic password;
+    open only when neither is set, like /caption without API_KEYS."""
+    keys = settings.events_key_list
+    offered = bearer.credentials if bearer else basic.password if basic else ""
+    if keys and not _matches(offered, keys):
+        raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
+
+
+def _matches(offered: str, keys: tuple[str, ...]) -> bool:
+    # Compare against every key in constant time, so timing tells nothing about which prefix matched.
+    matched = False
+    for key in keys:
+        matched |= hmac.compare_digest(offered.encode(), key.encode())
+    return matched
+
+
 ApiKeyDep = Depends(require_api_key)
+EventsKeyDep = Depends(require_events_key)

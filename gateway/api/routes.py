@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
@@ -11,6 +12,7 @@ from gateway.api.deps import (
     ApiKeyDep,
     CaptionsDep,
     CatalogueDep,
+    EventsDep,
     MetricsDep,
     PipelineDep,
     SettingsDep,
@@ -27,6 +29,7 @@ from gateway.api.schemas import (
     StylesOut,
     VocabularyStatus,
 )
+from gateway.errors import CatalogueUnavailable
 from gateway.languages import LANGUAGES
 from gateway.pipeline import StageTimings
 
@@ -99,5 +102,9 @@ async def styles(pipeline: PipelineDep) -> StylesOut:
 
 
 @router.get("/metrics", response_class=Response, include_in_schema=False)
-async def metrics(metrics: MetricsDep) -> Response:
+async def metrics(metrics: MetricsDep, events: EventsDep) -> Response:
+    # The queue's figures are the database's, read now; a database that is down leaves the last ones.
+    with contextlib.suppress(CatalogueUnavailable):
+        stats = await events.queue.stats()
+        metrics.observe_queue(stats.counts, stats.oldest_age_s)
     return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

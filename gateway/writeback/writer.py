@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 
 from gateway.errors import XmpNameCollision
 from gateway.records import CaptionLine
-from gateway.settings import XMP_FIELD_NAMES, Settings, XmpName
+from gateway.settings import WRITE_BACK_MODES, XMP_FIELD_NAMES, Settings, XmpName
 from gateway.sources.s3 import S3Source
 from gateway.sources.s3_uri import S3Location, parse_s3_uri
 from gateway.sources.s3_writes import S3Writer
 from gateway.writeback.tags import TAG_PREFIX, tags_for
 from gateway.writeback.xmp import XmpContent, build_xmp, parse_xmp, source_image
 
-MODES = ("sidecar", "tags", "xmp")
+MODES = WRITE_BACK_MODES
 XMP_NAMES: tuple[XmpName, ...] = ("full", "stem")
 SIDECAR_MAX_BYTES = 16 * 1024 * 1024  # an existing XMP sidecar read for merging; real ones are a few KB
 

@@ -1,0 +1,56 @@
+"""One queued object into one caption: the version S3 holds now, captioned once however often it was
+announced, written back, then kept in the catalogue with source "event".
+
+The order is what makes a crash cheap: the catalogue row is written last, after the write-back, so a row
+there means the work is done; a worker that dies before it leaves an object the next worker captions again,
+and one that dies after it leaves nothing to do (the next worker finds the row and makes no model call).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Literal
+
+from gateway.caching import Coalescer
+from gateway.catalogue import Catalogue, ObjectVersion
+from gateway.pipeline import CaptionPipeline, CaptionRequest, StageTimings
+from gateway.records import CaptionLine
+from gateway.sources.s3_uri import S3Location
+from gateway.writeback import WriteBack
+
+Done = Literal["captioned", "catalogued"]
+
+
+class EventCaptioner:
+    def __init__(
+        self, pipeline: CaptionPipeline, catalogue: Catalogue, writeback: WriteBack, request: CaptionRequest
+    ) -> None:
+        self._pipeline = pipeline
+        self._catalogue = catalogue
+        self._writeback = writeback
+        self._request = request
+        self.params = pipeline.params_for(request)  # a bad EVENTS_STYLE or EVENTS_LANGUAGE fails here
+        self._coalescer: Coalescer[None] = Coalescer()
+
+    async def caption(self, obj: ObjectVersion, timings: StageTimings) -> Done:
+        """Raises the pipeline's typed errors (``ObjectNotFound`` when the object is gone)."""
+        location = S3Location(obj.bucket, obj.key)
+        # The version S3 holds now, whatever the event said: an event for an overwritten version is
+        # answered by captioning the current one, and its own event then finds the work done.
+        with timings.stage("s3_head"):
+            etag = await self._pipeline.source.head_etag(location)
+        if await self._catalogue.lookup(location.uri, etag, self.params) is not None:
+            return "catalogued"
+        # Two rows for one version (its event and an older one's) in hand at once make one model call.
+        await self._coalescer.run((location.uri, etag), lambda: self._compute(location.uri, timings))
+        return "captioned"
+
+    async def _compute(self, uri: str, timings: StageTimings) -> None:
+        result = await self._pipeline.caption(replace(self._request, s3_uri=uri), timings)
+        line = CaptionLine.of(result.record(), result.etag, dict(timings.ms))
+        await self.write_back(line)
+        await self._catalogue.store(line, result.params, "event")  # last: a row here means done
+
+    async def write_back(self, line: CaptionLine) -> None:
+        """The one place the event path writes back (``EVENTS_WRITE_BACK``): a review gate goes here."""
+        await self._writeback.apply(line)
