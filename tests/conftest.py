@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.support.events import session_webhook
 from tests.support.fake_openai import FakeOpenAI, FakeServer, Reply, structured
 from tests.support.gateway import BUCKET, SEED, GatewayFactory, gateway_factory, json_enhancement
 from tests.support.s3_server import ACCESS_KEY, SECRET_KEY, S3Server, start_s3_server
@@ -28,7 +29,8 @@ pytest_plugins = ("tests.support.postgres", "tests.support.browser")
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[S3Server]:
-    server = start_s3_server()
+    # Its filer announces changes in events-* buckets to a port a webhook test serves a gateway on.
+    server = start_s3_server(webhook=session_webhook())
     # The gateway finds credentials through the normal AWS chain, here the environment.
     saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"] = ACCESS_KEY, SECRET_KEY

