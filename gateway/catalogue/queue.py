@@ -11,6 +11,7 @@ business (``gateway/events``); this module only keeps the rows.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -29,6 +30,10 @@ QueueState = Literal["queued", "retry", "running", "failed"]
 QUEUE_STATES: tuple[QueueState, ...] = ("queued", "retry", "running", "failed")
 WAITING: tuple[QueueState, ...] = ("queued", "retry")
 MESSAGE_MAX_CHARS = 1000
+CLAIM_TRIES = 5
+# Workers are in no hurry, and a database busy with a burst is not a database that is down: their calls
+# wait longer than DATABASE_TIMEOUT_S (a delivery's enqueue keeps it: a store waits for that answer).
+WORKER_TIMEOUT_S = 30.0
 _q = event_queue
 
 
@@ -83,6 +88,7 @@ class QueueStats:
 class EventQueue:
     def __init__(self, database: Database) -> None:
         self.database = database
+        self._claiming = asyncio.Lock()
 
     async def enqueue(
         self, objects: Sequence[ObjectVersion], params_key: str, request_id: str | None
@@ -128,17 +134,30 @@ class EventQueue:
 
     async def claim(self, owner: str, lease_s: float) -> ClaimedEvent | None:
         """The next due row, leased to ``owner`` for ``lease_s`` seconds and its attempt counted; or None."""
-        moment = now_utc()
-        due = or_(
-            and_(_q.c.state.in_(WAITING), _q.c.next_attempt_at <= moment),
-            and_(_q.c.state == "running", _q.c.lease_expires_at < moment),  # its worker died
-        )
-        pick = select(_q.c.id).where(due).order_by(_q.c.next_attempt_at, _q.c.id).limit(1)
         if self.database.dialect == "postgresql":
-            pick = pick.with_for_update(skip_locked=True)  # other workers take the next row, never wait
+            # Other workers skip the row this one locked and take the next: nobody waits, nobody collides.
+            return await self._take(
+                _next_due().with_for_update(skip_locked=True).scalar_subquery(), owner, lease_s
+            )
+        # SQLite has one writer at a time: look first (WAL readers never wait), write only for a due row, and
+        # claim one at a time per process, so this process's workers never race each other for one row.
+        async with self._claiming:
+            for _ in range(CLAIM_TRIES):  # another process may take the row between the look and the write
+                async with self.database.connect(WORKER_TIMEOUT_S) as connection:
+                    due = (await connection.execute(_next_due())).scalar()
+                if due is None:
+                    return None
+                if (claimed := await self._take(due, owner, lease_s, still_due=True)) is not None:
+                    return claimed
+        return None
+
+    async def _take(
+        self, which: Any, owner: str, lease_s: float, *, still_due: bool = False
+    ) -> ClaimedEvent | None:
+        moment = now_utc()
         stmt = (
             update(_q)
-            .where(_q.c.id == pick.scalar_subquery())
+            .where(_q.c.id == which, *((_due(moment),) if still_due else ()))
             .values(
                 state="running",
                 lease_owner=owner,
@@ -150,7 +169,7 @@ class EventQueue:
                 _q.c.id, _q.c.bucket, _q.c.key, _q.c.etag, _q.c.attempts, _q.c.request_id, _q.c.received_at
             )
         )
-        async with self.database.begin() as connection:
+        async with self.database.begin(WORKER_TIMEOUT_S) as connection:
             row = (await connection.execute(stmt)).first()
         return _claimed(row) if row is not None else None
 
@@ -163,12 +182,12 @@ class EventQueue:
             .where(_q.c.id.in_(list(ids)), _q.c.lease_owner == owner, _q.c.state == "running")
             .values(lease_expires_at=now_utc() + timedelta(seconds=lease_s))
         )
-        async with self.database.begin() as connection:
+        async with self.database.begin(WORKER_TIMEOUT_S) as connection:
             await connection.execute(stmt)
 
     async def complete(self, event_id: int, owner: str) -> None:
         """Done (captioned, already catalogued, or the object is gone): the row goes."""
-        async with self.database.begin() as connection:
+        async with self.database.begin(WORKER_TIMEOUT_S) as connection:
             await connection.execute(delete(_q).where(*_held(event_id, owner)))
 
     async def retry(self, event_id: int, owner: str, code: str, message: str, at: datetime) -> None:
@@ -189,7 +208,7 @@ class EventQueue:
             "updated_at": now_utc(),
             **more,
         }
-        async with self.database.begin() as connection:
+        async with self.database.begin(WORKER_TIMEOUT_S) as connection:
             await connection.execute(update(_q).where(*_held(event_id, owner)).values(**values))
 
     async def release(self, owner: str) -> int:
@@ -199,7 +218,7 @@ class EventQueue:
             .where(_q.c.lease_owner == owner, _q.c.state == "running")
             .values(state="queued", attempts=_q.c.attempts - 1, lease_owner=None, lease_expires_at=None)
         )
-        async with self.database.begin() as connection:
+        async with self.database.begin(WORKER_TIMEOUT_S) as connection:
             return int((await connection.execute(stmt)).rowcount)
 
     async def stats(self) -> QueueStats:
@@ -212,6 +231,17 @@ class EventQueue:
         pending = [_utc(oldest) for state, _, oldest in groups if state != "failed" and oldest is not None]
         age = (now_utc() - min(pending)).total_seconds() if pending else None
         return QueueStats(counts, age, _error(error) if error is not None else None)
+
+
+def _due(moment: datetime) -> Any:
+    return or_(
+        and_(_q.c.state.in_(WAITING), _q.c.next_attempt_at <= moment),
+        and_(_q.c.state == "running", _q.c.lease_expires_at < moment),  # its worker died
+    )
+
+
+def _next_due() -> Any:
+    return select(_q.c.id).where(_due(now_utc())).order_by(_q.c.next_attempt_at, _q.c.id).limit(1)
 
 
 def _known(objects: Sequence[ObjectVersion]) -> bool:
