@@ -238,7 +238,7 @@ def event_intake(
     prefix = settings.events_sidecar_prefix
     return EventIntake(
         EventQueue(catalogue.database),
-        captioner.params,
+        lambda: captioner.params,
         sidecar_prefix=parse_prefix(prefix) if prefix else None,
         metrics=metrics,
     )

@@ -9,12 +9,13 @@ and one that dies after it leaves nothing to do (the next worker finds the row a
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import cached_property
 from typing import Literal
 
 from gateway.caching import Coalescer
 from gateway.catalogue import Catalogue, ObjectVersion
 from gateway.pipeline import CaptionPipeline, CaptionRequest, StageTimings
-from gateway.records import CaptionLine
+from gateway.records import CaptionLine, CaptionParams
 from gateway.sources.s3_uri import S3Location
 from gateway.writeback import WriteBack
 
@@ -29,8 +30,12 @@ class EventCaptioner:
         self._catalogue = catalogue
         self._writeback = writeback
         self._request = request
-        self.params = pipeline.params_for(request)  # a bad EVENTS_STYLE or EVENTS_LANGUAGE fails here
         self._coalescer: Coalescer[None] = Coalescer()
+
+    @cached_property
+    def params(self) -> CaptionParams:
+        """What the events' captions are made with (the catalogue's key); EVENTS_* were checked at start."""
+        return self._pipeline.params_for(self._request)
 
     async def caption(self, obj: ObjectVersion, timings: StageTimings) -> Done:
         """Raises the pipeline's typed errors (``ObjectNotFound`` when the object is gone)."""

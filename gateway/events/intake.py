@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.catalogue import EventQueue, ObjectVersion
@@ -68,7 +69,7 @@ class EventIntake:
     def __init__(
         self,
         queue: EventQueue,
-        params: CaptionParams,
+        params: Callable[[], CaptionParams],
         *,
         sidecar_prefix: S3Location | None = None,
         doorbell: Doorbell | None = None,
@@ -76,7 +77,7 @@ class EventIntake:
     ) -> None:
         self.queue = queue
         self.doorbell = doorbell or Doorbell()
-        self._params_key = params.key()
+        self._params = params  # read when needed: the pipeline that decides them opens with the app
         self._sidecar_prefix = sidecar_prefix
         self._metrics = metrics
 
@@ -94,7 +95,7 @@ class EventIntake:
                 ignored[reason] += 1
         accepted = 0
         if wanted:
-            enqueued = await self.queue.enqueue(wanted, self._params_key, request_id)
+            enqueued = await self.queue.enqueue(wanted, self._params().key(), request_id)
             accepted, ignored["catalogued"] = enqueued.accepted, enqueued.catalogued
             self.doorbell.ring()
         self._report(request_id, accepted, +ignored, parsed.notices)
