@@ -176,6 +176,7 @@ async def test_a_failure_that_clears_is_captioned_on_a_later_attempt(
     async with events_gateway(**FAST_RETRIES) as client:
         await deliver(client, s3_notification(bucket.name, "flaky.jpg", etag))
         await wait_until(lambda: _rows(client, 1), what="the caption after a retry")
+        await wait_until(lambda: settled(client), what="its row settled")
         state = await queue_state(client)
     assert len(fake_vlm.requests) == 2
     assert state["counts"] == {"queued": 0, "retry": 0, "running": 0, "failed": 0}

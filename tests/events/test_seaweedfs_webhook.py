@@ -125,7 +125,9 @@ async def test_a_burst_of_200_uploads_is_captioned_once_each(
 
     async with webhook_gateway(EVENT_WORKERS=8) as client:
         await asyncio.to_thread(upload_all)
-        await wait_until(lambda: has_rows(client, BURST), timeout_s=120, what=f"{BURST} catalogue rows")
+        await wait_until(
+            lambda: has_rows(client, BURST), timeout_s=120, what=f"{BURST} catalogue rows", every_s=0.25
+        )
         await asyncio.sleep(0.5)  # a straggler or a duplicate would show now
         rows = await event_rows(client)
     uris = [r["s3_uri"] for r in rows]

@@ -70,14 +70,17 @@ def eventbridge(
 
 
 async def wait_until(
-    condition: Callable[[], Awaitable[bool]], timeout_s: float = 30, what: str = "the condition"
+    condition: Callable[[], Awaitable[bool]],
+    timeout_s: float = 30,
+    what: str = "the condition",
+    every_s: float = 0.05,
 ) -> float:
     """Polls ``condition`` until it holds; returns the seconds it took. Fails with ``what`` on timeout."""
     started = time.monotonic()
     while not await condition():
         if time.monotonic() - started > timeout_s:
             raise AssertionError(f"{what} did not happen within {timeout_s:g} s")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(every_s)
     return time.monotonic() - started
 
 

@@ -51,7 +51,7 @@ class Webhook:
     token: str
     path_prefixes: tuple[str, ...] = ()
     timeout_s: int = 30  # a gateway busy with a burst still answers within this
-    max_retries: int = 2
+    max_retries: int = 5  # a 503 (the gateway's database briefly unavailable) is delivered again
 
     def toml(self) -> str:
         lines = [
@@ -62,7 +62,7 @@ class Webhook:
             f"timeout_seconds = {self.timeout_s}",
             f"max_retries = {self.max_retries}",
             "backoff_seconds = 1",
-            "max_backoff_seconds = 2",
+            "max_backoff_seconds = 5",
             "workers = 4",
             "buffer_size = 10000",
         ]
