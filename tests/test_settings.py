@@ -75,3 +75,19 @@ def test_write_back_and_vocabulary_settings_are_checked_at_start_up(
 def test_xmp_fields_choose_a_subset(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XMP_FIELDS", " headline , alt_text ")
     assert Settings().xmp_field_set == {"headline", "alt_text"}
+
+
+def test_events_settings_read_as_the_batch_flags_do(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENTS_WRITE_BACK", " XMP, sidecar ")
+    monkeypatch.setenv("EVENTS_SIDECAR_PREFIX", "s3://side-cars/photos")
+    monkeypatch.setenv("EVENTS_TOKEN", "events-secret-token")
+    monkeypatch.setenv("API_KEYS", "k1")
+    monkeypatch.setenv("EVENTS_USE_GPT_OSS", "")  # compose passes an unset variable as empty
+    settings = Settings()
+    assert settings.events_write_back_modes == {"sidecar", "xmp"}
+    assert settings.events_sidecar_prefix == "s3://side-cars/photos/"  # a folder, never a name prefix
+    assert settings.events_key_list == ("k1", "events-secret-token")
+    assert settings.events_use_gpt_oss is None  # USE_GPT_OSS decides
+    assert "events-secret-token" not in repr(settings)
+    monkeypatch.setenv("EVENTS_WRITE_BACK", "none")
+    assert Settings().events_write_back_modes == frozenset()

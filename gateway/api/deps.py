@@ -21,6 +21,7 @@ from gateway.settings import Settings
 from gateway.warmup import VocabularyWarmup
 from gateway.wiring import Services
 
+EVENTS_CHALLENGE = 'Basic realm="florence-tagger events", Bearer realm="florence-tagger events"'
 _bearer = HTTPBearer(auto_error=False, description="One of API_KEYS, when that setting is set")
 _events_bearer = HTTPBearer(
     auto_error=False,
@@ -97,7 +98,8 @@ async def require_events_key(
     keys = settings.events_key_list
     offered = bearer.credentials if bearer else basic.password if basic else ""
     if keys and not _matches(offered, keys):
-        raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": "Bearer"})
+        # SNS sends the credentials of its URL only when challenged for Basic, with a realm.
+        raise HTTPException(401, "missing or invalid API key", headers={"WWW-Authenticate": EVENTS_CHALLENGE})
 
 
 def _matches(offered: str, keys: tuple[str, ...]) -> bool:

@@ -35,6 +35,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "vllm": {"hfCacheClaim": "hf-cache"},
         "secrets": {"API_KEYS": "k1,k2", "VLM_API_KEY": "v", "GPT_OSS_API_KEY": "g", "HF_TOKEN": "h"},
     },
+    "events-worker": {
+        "worker": {"enabled": True, "replicaCount": 2},
+        "gateway": {"env": {"EVENT_WORKERS": "0", "EVENTS_WRITE_BACK": "sidecar,tags"}},
+        "secrets": {"DATABASE_URL": "postgresql+asyncpg://florence:p@db:5432/florence", "EVENTS_TOKEN": "t"},
+    },
     "existing-secret-rocm": {
         "secrets": {"existingSecret": "tagger-keys"},
         "gateway": {"serviceAccount": {"create": False}},

@@ -26,7 +26,7 @@ ALIASES: dict[str, str] = {
 SERVICE_URLS = {"VLM_BASE_URL", "GPT_OSS_BASE_URL", "S3_ENDPOINT_URL", "DATA_DIR"}
 # Read by the AWS SDK's credential chain, not by Settings.
 AWS_CHAIN = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"}
-HELM_SECRET_KEYS = {"API_KEYS", "VLM_API_KEY", "GPT_OSS_API_KEY", "DATABASE_URL"}
+HELM_SECRET_KEYS = {"API_KEYS", "VLM_API_KEY", "GPT_OSS_API_KEY", "DATABASE_URL", "EVENTS_TOKEN"}
 
 SettingsFrom = Callable[[dict[str, str]], Settings]
 

@@ -156,3 +156,30 @@ def test_the_catalogue_is_sqlite_on_a_pod_volume_unless_a_postgresql_is_named() 
     assert volumes["data"]["persistentVolumeClaim"]["claimName"] == "cat"
     (configmap,) = by_kind(shared, "ConfigMap").values()
     assert "DATABASE_URL" not in configmap["data"], "a URL with a password stays in the Secret"
+
+
+def test_event_workers_are_a_deployment_on_the_gateways_settings_and_queue() -> None:
+    docs = deploy_helm.documents(deploy_helm.SCENARIOS["events-worker"])
+    deployments = by_kind(docs, "Deployment")
+    assert set(deployments) == {"gateway", "vlm", "worker"}
+    assert deployments["worker"]["spec"]["replicas"] == 2
+    worker, gateway = container(deployments["worker"]), container(deployments["gateway"])
+    assert worker["command"] == ["florence-tagger", "worker"]
+    assert worker["image"] == gateway["image"]
+    assert worker["envFrom"] == gateway["envFrom"], "one ConfigMap: the same EVENTS_* settings"
+    secret_env = {e["name"] for e in worker["env"] if "valueFrom" in e}
+    assert {"DATABASE_URL", "VLM_API_KEY"} <= secret_env
+    assert "EVENTS_TOKEN" not in secret_env, "only the gateway receives deliveries"
+    assert {e["name"] for e in gateway["env"] if "valueFrom" in e} >= {"EVENTS_TOKEN", "DATABASE_URL"}
+    (secret,) = by_kind(docs, "Secret").values()
+    assert base64.b64decode(secret["data"]["EVENTS_TOKEN"]).decode() == "t"
+    (configmap,) = by_kind(docs, "ConfigMap").values()
+    assert configmap["data"]["EVENT_WORKERS"] == "0" and "EVENTS_TOKEN" not in configmap["data"]
+    notes = deploy_helm.render(deploy_helm.SCENARIOS["events-worker"])["florence-tagger/templates/NOTES.txt"]
+    assert "florence-tagger worker" in notes
+
+
+def test_event_workers_without_a_shared_postgresql_are_refused() -> None:
+    assert "worker" not in by_kind(deploy_helm.documents(), "Deployment"), "off by default"
+    with pytest.raises(Exception, match=r"worker\.enabled needs the PostgreSQL"):
+        deploy_helm.render({"worker": {"enabled": True}})

@@ -241,6 +241,8 @@ async def test_the_route_takes_api_keys_or_the_events_token_and_nothing_else(
     for refused in (none, wrong, elsewhere, queue_with_token):
         assert refused.status_code == 401
         assert refused.json()["error"]["code"] == "invalid_api_key"
+    # SNS sends the user:password of its subscription URL only after a Basic challenge with a realm.
+    assert none.headers["WWW-Authenticate"].startswith('Basic realm="')
     assert [r.status_code for r in (token, key, in_url, queue_with_key)] == [202, 202, 202, 200]
 
 

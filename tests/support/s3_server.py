@@ -183,12 +183,14 @@ def _wait_ready(server: S3Server) -> None:
     raise RuntimeError(f"SeaweedFS S3 not ready in {READY_TIMEOUT_S:g} s:\n{tail(server.log_path)}")
 
 
-def start_s3_server_when_free(attempts: int = 20, wait_s: float = 15.0) -> S3Server:
+def start_s3_server_when_free(
+    attempts: int = 20, wait_s: float = 15.0, webhook: Webhook | None = None
+) -> S3Server:
     """For benchmarks and scripts: only one SeaweedFS runs on a machine (fixed internal ports), so wait
     while another one (a test run, say) holds them."""
     for attempt in range(1, attempts + 1):
         try:
-            return start_s3_server()
+            return start_s3_server(webhook)
         except RuntimeError as exc:
             if attempt == attempts:
                 raise
