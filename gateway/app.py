@@ -13,9 +13,10 @@ from gateway.api.errors import register_error_handlers
 from gateway.api.middleware import RequestContextMiddleware
 from gateway.api.routes import router
 from gateway.backends.openai_chat import redact_url
+from gateway.events.runtime import open_events
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings
-from gateway.wiring import open_services, run_event_workers
+from gateway.wiring import open_services
 
 log = logging.getLogger("gateway")
 SLOT_WAIT_S = 30.0
@@ -29,9 +30,10 @@ def create_app(settings: Settings) -> FastAPI:
         # An HTTP client is told to come back rather than queue without bound for an image slot.
         async with (
             open_services(settings, metrics=metrics, slot_wait_s=SLOT_WAIT_S) as services,
-            run_event_workers(services, settings, settings.event_workers, metrics),
+            open_events(settings, services, workers=settings.event_workers, metrics=metrics) as events,
         ):
             app.state.services = services
+            app.state.events = events
             log.info(
                 "florence-tagger ready: vlm=%s enhancer=%s (enabled=%s) s3=%s catalogue=%s event_workers=%d",
                 settings.vlm_model_id,

@@ -1,14 +1,13 @@
 """The composition root: every outside client built from ``Settings``, opened together, closed in ``finally``.
 
-The HTTP app, the batch command (both engines), ``eval`` and the event workers call these, so they all run
-the same pipeline on the same kind of clients. Nothing here knows about HTTP serving.
+The HTTP app, the batch command (both engines), ``eval`` and the event workers (``events/runtime.py``) call
+these, so they all run the same pipeline on the same kind of clients. Nothing here knows about HTTP serving.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
@@ -20,27 +19,21 @@ from gateway.backends.enhancer import EnhancerBackend
 from gateway.backends.openai_chat import HEALTH_TIMEOUT_S, ChatClient, make_http_client
 from gateway.backends.vlm import VlmBackend
 from gateway.caching import CaptionService
-from gateway.catalogue import Catalogue, EventQueue, open_catalogue
-from gateway.events.captioner import EventCaptioner
-from gateway.events.intake import EventIntake
-from gateway.events.worker import EventWorkers, RetryPolicy
+from gateway.catalogue import Catalogue, open_catalogue
 from gateway.imaging import ImagePreparer, PixelBudget
 from gateway.metrics import GatewayMetrics
-from gateway.pipeline import CaptionPipeline, CaptionRequest, caption_spec
+from gateway.pipeline import CaptionPipeline
 from gateway.settings import Settings
 from gateway.sources.s3 import S3Source, open_s3_client
-from gateway.sources.s3_uri import parse_prefix
 from gateway.sources.s3_writes import S3Writer
 from gateway.styles import load_styles
 from gateway.vocabularies import check_style_vocabularies, load_vocabularies
 from gateway.warmup import VocabularyWarmup
-from gateway.writeback import WriteBack, WriteBackConfig, require_libxmp
 
 if TYPE_CHECKING:
     import httpx
     from types_aiobotocore_s3 import S3Client
 
-log = logging.getLogger("gateway.events")
 HEALTH_POOL_CONNECTIONS = 4
 
 
@@ -59,7 +52,12 @@ def s3_on(client: S3Client, settings: Settings) -> S3:
 
 @asynccontextmanager
 async def open_s3(settings: Settings) -> AsyncIterator[S3]:
-    async with open_s3_client(settings) as client:
+    async with open_s3_client(
+        region=settings.aws_region,
+        endpoint_url=settings.s3_endpoint_url,
+        timeout_s=settings.s3_timeout_s,
+        max_connections=settings.max_concurrency,
+    ) as client:
         yield s3_on(client, settings)
 
 
@@ -154,17 +152,14 @@ async def _open_chat(
 
 @dataclass(frozen=True)
 class Services:
-    """Everything the HTTP app serves from: S3, the pipeline, the catalogue and the cache in front, the
-    vocabularies' warm-up (running in the background while the app serves), and the event intake with the
-    captioner its workers run."""
+    """Everything the HTTP app serves from: S3, the pipeline, the catalogue and the cache in front, and the
+    vocabularies' warm-up (running in the background while the app serves)."""
 
     s3: S3
     pipeline: CaptionPipeline
     catalogue: Catalogue
     captions: CaptionService
     warmup: VocabularyWarmup
-    events: EventIntake
-    event_captioner: EventCaptioner
 
 
 @asynccontextmanager
@@ -179,103 +174,15 @@ async def open_services(
     ):
         read_cache = settings.cache == "on"
         captions = CaptionService(pipeline, catalogue, read_cache=read_cache, metrics=metrics)
-        captioner = event_captioner(settings, s3, pipeline, catalogue)
-        events = event_intake(settings, catalogue, captioner, metrics)
         warmup = VocabularyWarmup(pipeline.vlm, pipeline.styles, pipeline.vocabularies)
         # In the background: readiness reports it, and no request waits for it.
         warming = asyncio.create_task(warmup.run(), name="vocabulary-warmup")
         try:
-            yield Services(s3, pipeline, catalogue, captions, warmup, events, captioner)
+            yield Services(s3, pipeline, catalogue, captions, warmup)
         finally:
             warming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await warming
-
-
-# --- S3 events ------------------------------------------------------------------------------------------
-def event_request(settings: Settings) -> CaptionRequest:
-    """What an event's caption is asked for: EVENTS_STYLE, EVENTS_LANGUAGE, EVENTS_USE_GPT_OSS,
-    EVENTS_VOCABULARY, EVENTS_CONTEXT (the batch command's --style, --language... as settings)."""
-    return CaptionRequest(
-        s3_uri="",
-        style=settings.events_style,
-        language=settings.events_language,
-        use_gpt_oss=settings.events_use_gpt_oss,
-        vocabulary=settings.events_vocabulary,
-        context=settings.events_context,
-    )
-
-
-def check_event_settings(settings: Settings) -> None:
-    """What would fail every event fails the start instead: an unknown EVENTS_STYLE, EVENTS_LANGUAGE or
-    EVENTS_VOCABULARY (``InvalidInput``), a bad vocabulary file (``VocabularyError``), XMP write-back
-    without Exempi (``XmpUnavailable``)."""
-    vocabularies = load_vocabularies(settings.vocabularies_dir, settings.vocabulary_max_terms)
-    caption_spec(load_styles(settings.styles_file), event_request(settings), vocabularies)
-    if "xmp" in settings.events_write_back_modes:
-        require_libxmp()
-
-
-def event_captioner(
-    settings: Settings, s3: S3, pipeline: CaptionPipeline, catalogue: Catalogue
-) -> EventCaptioner:
-    check_event_settings(settings)
-    prefix = settings.events_sidecar_prefix
-    config = WriteBackConfig.from_settings(  # XMP_FIELDS and XMP_NAME, as batch and review write them
-        settings,
-        settings.events_write_back_modes,
-        sidecar_prefix=parse_prefix(prefix) if prefix else None,
-        language=settings.events_language,
-    )
-    return EventCaptioner(
-        pipeline, catalogue, WriteBack(s3.source, s3.writer, config), event_request(settings)
-    )
-
-
-def event_intake(
-    settings: Settings, catalogue: Catalogue, captioner: EventCaptioner, metrics: GatewayMetrics | None
-) -> EventIntake:
-    prefix = settings.events_sidecar_prefix
-    return EventIntake(
-        EventQueue(catalogue.database),
-        lambda: captioner.params,
-        sidecar_prefix=parse_prefix(prefix) if prefix else None,
-        metrics=metrics,
-    )
-
-
-@asynccontextmanager
-async def run_event_workers(
-    services: Services, settings: Settings, tasks: int, metrics: GatewayMetrics | None = None
-) -> AsyncIterator[EventWorkers | None]:
-    """``tasks`` workers draining the queue until the block ends (none for 0); cancelled and awaited, so
-    the rows in hand go back to the queue before the clients they use close."""
-    if tasks < 1:
-        yield None
-        return
-    intake = services.events
-    workers = EventWorkers(
-        intake.queue,
-        services.event_captioner,
-        tasks=tasks,
-        lease_s=settings.events_lease_s,
-        policy=RetryPolicy(settings.events_max_attempts, settings.events_backoff_s),
-        doorbell=intake.doorbell,
-        metrics=metrics,
-    )
-    running = asyncio.create_task(workers.run(), name="event-workers")
-    running.add_done_callback(_stopped)
-    try:
-        yield workers
-    finally:
-        running.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await running
-
-
-def _stopped(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:  # a bug: say so, loudly, once
-        log.error("the event workers stopped", exc_info=task.exception())
 
 
 def _secret(value: SecretStr | None) -> str | None:

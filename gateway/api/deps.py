@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicC
 from gateway.caching import CaptionService
 from gateway.catalogue import Catalogue
 from gateway.events.intake import EventIntake
+from gateway.events.runtime import Events
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import CaptionPipeline
 from gateway.settings import Settings
@@ -59,7 +60,8 @@ async def get_catalogue(request: Request) -> Catalogue:
 
 
 async def get_events(request: Request) -> EventIntake:
-    return _services(request).events
+    events: Events = request.app.state.events
+    return events.intake
 
 
 async def get_metrics(request: Request) -> GatewayMetrics:

@@ -13,10 +13,11 @@ import sys
 from typing import Any
 
 from gateway.errors import CatalogueRefused, CatalogueUnavailable, InvalidInput, XmpUnavailable
+from gateway.events.runtime import check_event_settings, open_events
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings
 from gateway.vocabularies import VocabularyError
-from gateway.wiring import check_event_settings, open_services, run_event_workers
+from gateway.wiring import open_services
 
 log = logging.getLogger("gateway.events")
 
@@ -61,7 +62,7 @@ async def _work(settings: Settings) -> None:
     metrics = GatewayMetrics()
     async with (
         open_services(settings, metrics=metrics) as services,
-        run_event_workers(services, settings, tasks, metrics),
+        open_events(settings, services, workers=tasks, metrics=metrics),
     ):
         log.info(
             "florence-tagger worker: %d event workers on %s", tasks, services.catalogue.database.description

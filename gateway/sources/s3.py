@@ -37,7 +37,6 @@ from tenacity import (
 )
 
 from gateway.errors import AccessDenied, ImageTooLarge, ObjectNotFound, SourceUnavailable
-from gateway.settings import Settings
 from gateway.sources.s3_uri import S3Location
 
 if TYPE_CHECKING:
@@ -91,27 +90,21 @@ class TransientS3Error(Exception):
     """A transient S3 failure worth another attempt."""
 
 
-def _client_config(settings: Settings) -> AioConfig:
-    return AioConfig(
-        signature_version="s3v4",
-        connect_timeout=min(CONNECT_TIMEOUT_S, settings.s3_timeout_s),
-        read_timeout=settings.s3_timeout_s,
-        retries={"total_max_attempts": 1},
-        max_pool_connections=settings.max_concurrency,
-    )
-
-
 @asynccontextmanager
-async def open_s3_client(settings: Settings) -> AsyncIterator[S3Client]:
+async def open_s3_client(
+    *, region: str, endpoint_url: str | None, timeout_s: float, max_connections: int
+) -> AsyncIterator[S3Client]:
     """An S3 client for the app's lifetime; the normal AWS credential chain applies."""
+    config = AioConfig(
+        signature_version="s3v4",
+        connect_timeout=min(CONNECT_TIMEOUT_S, timeout_s),
+        read_timeout=timeout_s,
+        retries={"total_max_attempts": 1},
+        max_pool_connections=max_connections,
+    )
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(
-            get_session().create_client(
-                "s3",
-                region_name=settings.aws_region,
-                endpoint_url=settings.s3_endpoint_url,
-                config=_client_config(settings),
-            )
+            get_session().create_client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
         )
         yield client
 
