@@ -77,6 +77,7 @@ class Settings(BaseSettings):
     vlm_max_pixels: int = Field(VLM_MAX_PIXELS_DEFAULT, alias="VLM_MAX_PIXELS", ge=ONE_TOKEN_PIXELS)
     vlm_min_pixels: int = Field(VLM_MIN_PIXELS_DEFAULT, alias="VLM_MIN_PIXELS", ge=ONE_TOKEN_PIXELS)
     max_concurrent_images: int = Field(4, alias="MAX_CONCURRENT_IMAGES", ge=1)
+    max_decode_bytes: int = Field(268_435_456, alias="MAX_DECODE_BYTES", gt=0)
 
     # --- the catalogue --------------------------------------------------------------------------------
     # Unset: an SQLite file under DATA_DIR (no setup); postgresql+asyncpg://... for several replicas.
@@ -110,6 +111,15 @@ class Settings(BaseSettings):
     workers: int = Field(1, alias="WORKERS", ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", alias="LOG_LEVEL")
     prometheus_multiproc_dir: str | None = Field(None, alias="PROMETHEUS_MULTIPROC_DIR")
+
+    # --- limits and overload (README: "Limits and overload") -------------------------------------------
+    max_request_bytes: int = Field(1_048_576, alias="MAX_REQUEST_BYTES", ge=1024)
+    max_inflight: int = Field(32, alias="MAX_INFLIGHT", ge=1)
+    max_queued: int = Field(32, alias="MAX_QUEUED", ge=0)
+    queue_timeout_s: float = Field(2.0, alias="QUEUE_TIMEOUT_S", gt=0)
+    client_header_timeout_s: float = Field(10.0, alias="CLIENT_HEADER_TIMEOUT_S", gt=0)
+    client_body_timeout_s: float = Field(20.0, alias="CLIENT_BODY_TIMEOUT_S", gt=0)
+    keepalive_timeout_s: int = Field(5, alias="KEEPALIVE_TIMEOUT_S", ge=1)
 
     @field_validator("gpt_oss_reasoning_level", mode="before")
     @classmethod
@@ -220,11 +230,26 @@ class Settings(BaseSettings):
     def xmp_field_set(self) -> frozenset[str]:
         return frozenset(self.xmp_fields.split(",")) if self.xmp_fields else frozenset()
 
+    @model_validator(mode="after")
+    def _api_keys_name_a_key(self) -> Settings:
+        # `API_KEYS=" , "` is set but names no key: starting would silently serve everyone.
+        if self.api_keys is not None and not self.api_key_list:
+            raise ValueError(
+                "API_KEYS is set but holds no key (only commas and spaces); unset it or add a key"
+            )
+        return self
+
     @cached_property
     def api_key_list(self) -> tuple[str, ...]:
         if self.api_keys is None:
             return ()
         return tuple(k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip())
+
+    @property
+    def secret_values(self) -> tuple[str, ...]:
+        """Every secret the gateway holds, for the log filter to blank out wherever it shows up."""
+        keys = [k.get_secret_value() for k in (self.vlm_api_key, self.gpt_oss_api_key) if k is not None]
+        return tuple(keys) + self.api_key_list
 
     @property
     def backend_name(self) -> str:

@@ -38,3 +38,13 @@ def cut_to_last_sentence(text: str) -> str:
 def loads_lenient(text: str) -> Any:
     """JSON that may hold raw control characters inside strings (vLLM's grammar lets them through)."""
     return json.loads(text, strict=False)
+
+
+ECHO_MAX_CHARS = 200
+
+
+def quoted(value: object, limit: int = ECHO_MAX_CHARS) -> str:
+    """A client's input as an error message echoes it: repr'd (control characters escaped) and cut to
+    ``limit`` characters, so a 1 MB field never comes back whole."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

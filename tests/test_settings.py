@@ -91,3 +91,15 @@ def test_events_settings_read_as_the_batch_flags_do(monkeypatch: pytest.MonkeyPa
     assert "events-secret-token" not in repr(settings)
     monkeypatch.setenv("EVENTS_WRITE_BACK", "none")
     assert Settings().events_write_back_modes == frozenset()
+
+
+@pytest.mark.parametrize("value", [" , ", ",", " ,,  , "])
+def test_api_keys_that_name_no_key_refuse_to_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    """Set, but empty once parsed: starting would serve everyone without a key."""
+    monkeypatch.setenv("API_KEYS", value)
+    with pytest.raises(ValidationError):
+        Settings()
+    assert main(["serve"]) == 1
+    assert "API_KEYS" in capsys.readouterr().err

@@ -12,18 +12,29 @@ from gateway.pipeline import CaptionRequest
 from gateway.records import CaptionRecord, ReasoningLevel
 
 PROMPT_MAX_CHARS = 1000
+# s3:// + a 63-character bucket + / + S3's 1,024-byte key; style and language names are short.
+S3_URI_MAX_CHARS = 1100
+NAME_MAX_CHARS = 100
 
 
 class CaptionIn(BaseModel):
     # Unknown keys are ignored, as the original service did: old clients may send more than we read.
     model_config = ConfigDict(extra="ignore")
 
-    s3_uri: str = Field(description="s3://bucket/key of the image", examples=["s3://your-bucket/image.jpg"])
+    s3_uri: str = Field(
+        description="s3://bucket/key of the image",
+        examples=["s3://your-bucket/image.jpg"],
+        max_length=S3_URI_MAX_CHARS,
+    )
     detailed: bool = Field(True, description="Rich multi-sentence caption (true) or one sentence (false)")
     use_gpt_oss: bool | None = Field(None, description="Enhance with gpt-oss; default: USE_GPT_OSS")
     reasoning_level: ReasoningLevel | None = Field(None, description="Overrides GPT_OSS_REASONING_LEVEL")
-    style: str | None = Field(None, description="A named style (wins over `detailed`): see GET /styles")
-    language: str | None = Field(None, description="Caption language (ISO 639-1 code), default en")
+    style: str | None = Field(
+        None, max_length=NAME_MAX_CHARS, description="A named style (wins over `detailed`): see GET /styles"
+    )
+    language: str | None = Field(
+        None, max_length=NAME_MAX_CHARS, description="Caption language (ISO 639-1 code), default en"
+    )
     prompt: str | None = Field(None, max_length=PROMPT_MAX_CHARS, description="Extra instructions")
     refresh: bool = Field(False, description="Caption again even if the catalogue holds this version")
     vocabulary: str | None = Field(
