@@ -2,12 +2,15 @@
 
 Modelled on openai-python: an injected ``httpx.AsyncClient``, a short connect timeout, retries only on
 connection errors, 408, 429 and 5xx with capped exponential backoff and jitter (honouring Retry-After),
-and error messages that never carry credentials. Bodies are encoded once per call with orjson: a 1 MP
+and error messages that never carry credentials: a client sees a stable message and the backend's status,
+never the backend's body (which may echo our request headers) or its URL; those go to the log, whose
+filter (``gateway.logs``) masks credentials. Bodies are encoded once per call with orjson: a 1 MP
 image's base64 data URL costs ~1 ms of CPU in the standard encoder's escape scan, a tenth of that in orjson.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +21,9 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from gateway.errors import BackendBadResponse, BackendTimeout, BackendUnavailable
 
+log = logging.getLogger("gateway.backends")
 CONNECT_TIMEOUT_S = 3.0
+LOGGED_BODY_CHARS = 500
 HEALTH_TIMEOUT_S = 2.0
 RETRY_BASE_S = 0.25
 RETRY_CAP_S = 4.0
@@ -142,29 +147,40 @@ class ChatClient:
         return response
 
     def _unreachable(self, reason: str) -> BackendUnavailable:
+        log.warning("%s server at %s is unreachable (%s)", self.name, redact_url(self.base_url), reason)
         return BackendUnavailable(
             self.name,
-            f"{self.name} server at {redact_url(self.base_url)} is unreachable "
-            f"after {self._max_attempts} attempts ({reason})",
+            f"{self.name} server is unreachable after {self._max_attempts} attempts ({reason})",
             code="unavailable",
             retry_after=DEFAULT_RETRY_AFTER_S,
         )
 
     def _unavailable_status(self, response: httpx.Response) -> BackendUnavailable:
+        self._log_refusal(response)
         return BackendUnavailable(
             self.name,
-            f"{self.name} server answered HTTP {response.status_code} after {self._max_attempts} attempts: "
-            f"{_error_detail(response)}",
+            f"{self.name} server answered HTTP {response.status_code} after {self._max_attempts} attempts",
             code="unavailable",
             retry_after=_retry_after(response) or DEFAULT_RETRY_AFTER_S,
         )
 
+    def _log_refusal(self, response: httpx.Response) -> None:
+        # The body only here: it may echo our request (its Authorization header included), so it never
+        # reaches a client, and the log filter masks credentials in it.
+        log.warning(
+            "%s server answered HTTP %d: %s",
+            self.name,
+            response.status_code,
+            _error_detail(response)[:LOGGED_BODY_CHARS],
+        )
+
     def _parse(self, response: httpx.Response) -> ChatResult:
         if response.status_code >= 400:
+            self._log_refusal(response)
             raise BackendBadResponse(
                 self.name,
-                f"{self.name} server refused the request (HTTP {response.status_code}): "
-                f"{_error_detail(response)}",
+                f"{self.name} server refused the request (HTTP {response.status_code}); the gateway's log "
+                "has its answer",
                 code="rejected",
             )
         try:

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from gateway.pipeline import CaptionPipeline
-from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.fake_openai import FakeOpenAI, Reply, structured
 from tests.support.gateway import BUCKET, GatewayFactory
 from tests.support.processes import free_port
 from tests.support.s3_server import SECRET_KEY
@@ -34,6 +34,13 @@ def assert_envelope(response_json: dict[str, object], code: str) -> None:
         ({"s3_uri": URI, "style": "baroque"}, "unknown_style"),
         ({"s3_uri": URI, "language": "xx"}, "unsupported_language"),
         ({"s3_uri": URI, "prompt": "x" * 1001}, "invalid_request"),
+        # Keys S3 clients would not send as written (dot segments are resolved away), or cannot sign.
+        ({"s3_uri": f"s3://{BUCKET}/a/../in-budget.jpg"}, "invalid_s3_uri"),
+        ({"s3_uri": f"s3://{BUCKET}/./in-budget.jpg"}, "invalid_s3_uri"),
+        ({"s3_uri": f"s3://{BUCKET}/.."}, "invalid_s3_uri"),
+        ({"s3_uri": f"s3://{BUCKET}/in\x00budget.jpg"}, "invalid_s3_uri"),
+        ({"s3_uri": f"s3://{BUCKET}/in\nbudget.jpg"}, "invalid_s3_uri"),
+        ({"s3_uri": f"s3://{BUCKET}/" + "k" * 1025}, "invalid_s3_uri"),
     ],
 )
 async def test_bad_requests_are_422(
@@ -144,16 +151,41 @@ async def test_vlm_other_4xx_is_502_and_not_retried(gateway: GatewayFactory, fak
         response = await client.post("/caption", json={"s3_uri": URI})
     assert response.status_code == 502
     assert_envelope(response.json(), "vlm_rejected")
-    assert "fake 400" in response.json()["error"]["message"]
+    assert "HTTP 400" in response.json()["error"]["message"]
+    assert "fake 400" not in response.text  # the backend's own words stay in the log
     assert len(fake_vlm.requests) == 1
 
 
+async def test_backend_error_bodies_never_reach_the_client(
+    gateway: GatewayFactory, fake_vlm: FakeOpenAI, fake_enhancer: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A backend (or a proxy in front of it) whose error page echoes the request's headers: the gateway's
+    Authorization header must not come back to the client, nor the backend's address."""
+    fake_vlm.reset(Reply(status=400, echo_headers=True))
+    async with gateway(VLM_API_KEY="sk-vlm-secret-marker", GPT_OSS_API_KEY="sk-enh-secret-marker") as client:
+        refused = await client.post("/caption", json={"s3_uri": URI})
+        fake_vlm.reset(Reply(content=structured()))
+        fake_enhancer.reset(Reply(status=500, echo_headers=True))
+        enhanced = await client.post("/caption", json={"s3_uri": URI, "use_gpt_oss": True})
+    assert refused.status_code == 502
+    assert enhanced.status_code == 200 and enhanced.json()["enhancement_error"].startswith(
+        "enhancer_unavailable"
+    )
+    for response in (refused, enhanced):
+        assert "secret-marker" not in response.text
+        assert "authorization" not in response.text.lower()
+        assert "127.0.0.1" not in response.text
+    assert "sk-vlm-secret-marker" in caplog.text  # the body is logged (the log's own filter masks it)
+
+
 async def test_vlm_connection_refused_is_503(gateway: GatewayFactory) -> None:
-    async with gateway(VLM_BASE_URL=f"http://user:pw@127.0.0.1:{free_port()}/v1") as client:
+    port = free_port()
+    async with gateway(VLM_BASE_URL=f"http://user:pw@127.0.0.1:{port}/v1") as client:
         response = await client.post("/caption", json={"s3_uri": URI})
     assert response.status_code == 503
     assert_envelope(response.json(), "vlm_unavailable")
     assert "pw@" not in response.text
+    assert str(port) not in response.text  # internal addresses are for the log
 
 
 async def test_vlm_timeout_is_504_within_the_timeout(gateway: GatewayFactory, fake_vlm: FakeOpenAI) -> None:

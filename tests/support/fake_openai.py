@@ -2,7 +2,9 @@
 
 The happy path is proven against real vLLM (tests/e2e); this fake exists for what a real server will not
 do on demand: 500 then 200, timeouts, 429 with Retry-After, `finish_reason: "length"` with null content,
-reasoning that must not leak, malformed answers.
+reasoning that must not leak, malformed answers, an error body that echoes the request's headers. It also
+records what a test cannot see from outside: which requests' connections the gateway closed before the
+answer (``closed_early``) and how many readiness probes reached it (``health_calls``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Reply:
     delay_s: float = 0.0
     reasoning: str | None = None
     raw: str | None = None
+    echo_headers: bool = False  # the body is the request's headers, as some proxies' error pages are
     headers: dict[str, str] = field(default_factory=dict)
     usage: dict[str, int] = field(
         default_factory=lambda: {"prompt_tokens": 1300, "completion_tokens": 40, "total_tokens": 1340}
@@ -59,6 +62,9 @@ class FakeOpenAI:
     script: deque[Reply] = field(default_factory=deque)
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
+    closed_early: list[int] = field(default_factory=list)  # indexes into ``requests``
+    health_calls: int = 0
+    health_delay_s: float = 0.0
     healthy: bool = True
     port: int = 0
 
@@ -71,6 +77,9 @@ class FakeOpenAI:
         self.script.clear()
         self.requests.clear()
         self.headers.clear()
+        self.closed_early.clear()
+        self.health_calls = 0
+        self.health_delay_s = 0.0
         self.healthy = True
 
     def then(self, *replies: Reply) -> None:
@@ -79,9 +88,13 @@ class FakeOpenAI:
     async def _chat(self, request: Request) -> Response:
         self.requests.append(await request.json())
         self.headers.append(dict(request.headers))
+        index = len(self.requests) - 1
         reply = self.script.popleft() if self.script else self.default
-        if reply.delay_s:
-            await asyncio.sleep(reply.delay_s)
+        if reply.delay_s and await _client_left_within(request, reply.delay_s):
+            self.closed_early.append(index)  # as vLLM does: a closed connection aborts the generation
+            return Response(status_code=499)
+        if reply.echo_headers:
+            return JSONResponse({"error": {"message": json.dumps(dict(request.headers))}}, reply.status)
         if reply.raw is not None:
             return PlainTextResponse(reply.raw, status_code=reply.status, headers=reply.headers)
         if reply.status != 200:
@@ -104,6 +117,9 @@ class FakeOpenAI:
         }
 
     async def _health(self, request: Request) -> Response:
+        self.health_calls += 1
+        if self.health_delay_s:
+            await asyncio.sleep(self.health_delay_s)
         return Response(status_code=200 if self.healthy else 503)
 
     def app(self) -> Starlette:
@@ -113,6 +129,18 @@ class FakeOpenAI:
                 Route("/health", self._health, methods=["GET"]),
             ]
         )
+
+
+async def _client_left_within(request: Request, seconds: float) -> bool:
+    """Waits ``seconds``; True as soon as the client closes the connection (the body is read by now, so
+    the next ASGI message is the disconnect)."""
+    try:
+        async with asyncio.timeout(seconds):
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+    except TimeoutError:
+        return False
+    return True
 
 
 class FakeServer:
