@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 import tempfile
@@ -15,11 +14,13 @@ from pathlib import Path
 import uvicorn
 from pydantic import ValidationError
 
+from gateway.api.server import uvicorn_options
 from gateway.batch.cli import add_batch_parser
 from gateway.catalogue.cli import add_db_parser
 from gateway.catalogue.open import open_catalogue
 from gateway.errors import CatalogueRefused, CatalogueUnavailable
 from gateway.events.cli import add_worker_parser, startable
+from gateway.logs import configure_logging
 from gateway.records import REASONING_LEVELS
 from gateway.settings import Settings
 
@@ -42,9 +43,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         host=args.host or settings.host,
         port=args.port or settings.port,
         workers=workers,
-        log_level=settings.log_level,
-        access_log=False,  # our middleware logs one line per request, with its request id and timings
-        proxy_headers=True,
+        **uvicorn_options(settings),
     )
     return 0
 
@@ -122,11 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             name = ".".join(str(p) for p in err["loc"])
             print(f"florence-tagger: invalid setting {name}: {err['msg']}", file=sys.stderr)
         return 1  # "could not start", as the batch command defines it (2 there means some images failed)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s"
-    )
-    # httpx logs every request's URL at INFO: noise beside our access log, and a URL may carry credentials.
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
+    configure_logging(settings.log_level, settings.secret_values)
     handler = args.handler
     result: int = handler(args, settings)
     return result
