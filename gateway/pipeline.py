@@ -20,6 +20,7 @@ from gateway.grounding import AddedTerm
 from gateway.imaging import ImagePreparer, PreparedImage
 from gateway.languages import LANGUAGES
 from gateway.metrics import GatewayMetrics
+from gateway.probes import CachedProbe
 from gateway.records import (
     AddedTermRecord,
     BrandRecord,
@@ -37,6 +38,7 @@ from gateway.styles import (
     DEFAULT_STYLE_SHORT,
     Style,
 )
+from gateway.text import quoted
 from gateway.vocabularies import Vocabulary
 
 SLOT_RETRY_AFTER_S = 2.0
@@ -138,12 +140,12 @@ def caption_spec(
     name = request.style or (DEFAULT_STYLE_DETAILED if request.detailed else DEFAULT_STYLE_SHORT)
     if name not in styles:
         raise InvalidInput(
-            f"unknown style {name!r}; valid styles: {', '.join(sorted(styles))}", code="unknown_style"
+            f"unknown style {quoted(name)}; valid styles: {', '.join(sorted(styles))}", code="unknown_style"
         )
     language = (request.language or "en").lower()
     if language not in LANGUAGES:
         raise InvalidInput(
-            f"unsupported language {request.language!r}; supported: {', '.join(LANGUAGES)}",
+            f"unsupported language {quoted(request.language)}; supported: {', '.join(LANGUAGES)}",
             code="unsupported_language",
         )
     style = styles[name]
@@ -188,6 +190,7 @@ class CaptionPipeline:
         self.reasoning_level_default = reasoning_level_default
         self.metrics = metrics
         self.slot_wait_s = slot_wait_s  # None: wait as long as it takes (batch bounds its own concurrency)
+        self._health = CachedProbe(self._probe_health)
 
     def spec_for(self, request: CaptionRequest) -> CaptionSpec:
         return caption_spec(self.styles, request, self.vocabularies)
@@ -242,7 +245,11 @@ class CaptionPipeline:
 
     async def health(self) -> PipelineHealth:
         """The VLM's readiness, and the enhancer's when it enhances by default (a missing gpt-oss host
-        must not slow every probe when nothing uses it)."""
+        must not slow every probe when nothing uses it). At most a second old: a burst of probes costs
+        one backend call."""
+        return await self._health.get()
+
+    async def _probe_health(self) -> PipelineHealth:
         if not self.use_gpt_oss_default:
             return PipelineHealth(vlm=await self.vlm.health(), enhancer=None)
         vlm, enhancer = await asyncio.gather(self.vlm.health(), self.enhancer.health())

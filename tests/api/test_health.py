@@ -34,6 +34,7 @@ async def test_health_is_503_when_the_vlm_is_down(gateway: GatewayFactory, fake_
         down = await client.get("/health")
         live = await client.get("/livez")
         fake_vlm.healthy = True
+        await asyncio.sleep(1.1)  # /health answers from a probe at most a second old
         up = await client.get("/health")
     assert down.status_code == 503
     assert down.json()["ok"] is False
@@ -70,3 +71,17 @@ async def test_health_answers_while_every_caption_connection_is_busy(
         assert (await busy).status_code == 200
     assert health.status_code == 200
     assert health.json()["ok"] is True
+
+
+async def test_a_burst_of_probes_costs_one_backend_call(
+    gateway: GatewayFactory, fake_vlm: FakeOpenAI
+) -> None:
+    fake_vlm.health_delay_s = 0.3  # a slow answer, so the burst overlaps it
+    async with gateway() as client:
+        answers = await asyncio.gather(*(client.get("/health") for _ in range(40)))
+        calls_after_burst = fake_vlm.health_calls
+        await asyncio.sleep(1.1)
+        await client.get("/health")
+    assert {a.status_code for a in answers} == {200}
+    assert calls_after_burst == 1
+    assert fake_vlm.health_calls == 2  # a second later the answer is probed afresh
