@@ -5,15 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 from fastapi import FastAPI
 
-from gateway.api import captions, events
-from gateway.api.errors import register_error_handlers
+from gateway.admission import Admission
+from gateway.api import events as events_routes
+from gateway.api.deps import EVENTS_CHALLENGE
+from gateway.api.errors import SERVER_RESPONSES, register_error_handlers
+from gateway.api.guard import BearerKeys, GuardPolicies, RequestGuard, RoutePolicy
 from gateway.api.middleware import RequestContextMiddleware
-from gateway.api.routes import router
+from gateway.api.routes import include_routers, public_router
 from gateway.backends.openai_chat import redact_url
 from gateway.events.runtime import open_events
+from gateway.logs import configure_logging
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings
 from gateway.wiring import open_services
@@ -24,6 +29,12 @@ SLOT_WAIT_S = 30.0
 
 def create_app(settings: Settings) -> FastAPI:
     metrics = GatewayMetrics(settings.prometheus_multiproc_dir)
+    admission = Admission(
+        settings.max_inflight,
+        settings.max_queued,
+        settings.queue_timeout_s,
+        max_lag_s=settings.max_loop_lag_ms / 1000,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -31,6 +42,7 @@ def create_app(settings: Settings) -> FastAPI:
         async with (
             open_services(settings, metrics=metrics, slot_wait_s=SLOT_WAIT_S) as services,
             open_events(settings, services, workers=settings.event_workers, metrics=metrics) as events,
+            admission.watching(),
         ):
             app.state.services = services
             app.state.events = events
@@ -50,17 +62,46 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.2.0",
         summary="Self-hosted image captions from S3 with Qwen2.5-VL on vLLM, optionally enhanced by gpt-oss",
         lifespan=lifespan,
+        responses=SERVER_RESPONSES,
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.include_router(router)
-    app.include_router(captions.router)
-    app.include_router(events.router)
+    include_routers(app, keys_required=bool(settings.api_key_list))
     register_error_handlers(app)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    policies = guard_policies(settings, app, admission)
+    app.add_middleware(RequestGuard, routes=lambda: app.router.routes, policies=policies)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)  # outermost: it logs what the guard refuses
     return app
 
 
+def guard_policies(settings: Settings, app: FastAPI, admission: Admission) -> GuardPolicies:
+    """Per-route rules of the request guard. Everything needs the API key except the public router's
+    paths and the API docs; a route with its own rules (its own key, its own body cap) goes in overrides."""
+    keys = BearerKeys.of(settings.api_key_list)
+    protected = RoutePolicy(keys, settings.max_request_bytes, settings.client_body_timeout_s)
+    docs = {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
+    public_paths = {getattr(route, "path", "") for route in public_router.routes} | {p for p in docs if p}
+    return GuardPolicies(
+        protected=protected,
+        public=replace(protected, auth=None),
+        public_paths=frozenset(public_paths),
+        overrides={
+            # The expensive route: admission control, and its work cancelled when the client leaves.
+            "/caption": replace(protected, admission=admission),
+            # Stores deliver events with API_KEYS or EVENTS_TOKEN, as a Bearer token or a Basic password
+            # (SNS), and a delivery is a few KB: its own key check and its own 1 MB cap.
+            "/v1/events/s3": replace(
+                protected,
+                auth=BearerKeys.of(settings.events_key_list, basic=True, challenge=EVENTS_CHALLENGE),
+                max_body_bytes=events_routes.MAX_BODY_BYTES,
+            ),
+        },
+    )
+
+
 def app_from_env() -> FastAPI:
-    """The uvicorn factory: the one place settings are read from the environment."""
-    return create_app(Settings())
+    """The uvicorn factory: the one place settings are read from the environment. Each worker process
+    runs it, so logging is configured here too (a spawned worker starts with none)."""
+    settings = Settings()
+    configure_logging(settings.log_level, settings.secret_values)
+    return create_app(settings)

@@ -134,3 +134,11 @@ class CannotStart(Exception):
 
 class OutputFailed(Exception):
     """DEST stopped accepting lines mid-run: stop, since every further caption would be lost."""
+
+
+# --- the HTTP front door ------------------------------------------------------------------------------------
+class Overloaded(GatewayError):
+    """Admission control refused the request (MAX_INFLIGHT busy and MAX_QUEUED waiting, or QUEUE_TIMEOUT_S
+    passed in the queue): try again after Retry-After."""
+
+    code = "overloaded"

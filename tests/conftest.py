@@ -17,7 +17,15 @@ import pytest
 
 from tests.support.events import session_webhook
 from tests.support.fake_openai import FakeOpenAI, FakeServer, Reply, structured
-from tests.support.gateway import BUCKET, SEED, GatewayFactory, gateway_factory, json_enhancement
+from tests.support.gateway import (
+    BUCKET,
+    SEED,
+    GatewayFactory,
+    ServedGatewayFactory,
+    gateway_factory,
+    json_enhancement,
+    served_gateway_factory,
+)
 from tests.support.s3_server import ACCESS_KEY, SECRET_KEY, S3Server, start_s3_server
 
 if TYPE_CHECKING:  # imported by pytest_plugins below; importing it here first would skip assert rewriting
@@ -84,14 +92,24 @@ def catalogue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.create_database(f"t_{uuid.uuid4().hex[:12]}")
 
 
+def _fake_settings(s3_server: S3Server, vlm: FakeOpenAI, enhancer: FakeOpenAI) -> dict[str, Any]:
+    return {
+        "S3_ENDPOINT_URL": s3_server.endpoint_url,
+        "VLM_BASE_URL": vlm.base_url,
+        "GPT_OSS_BASE_URL": enhancer.base_url,
+        "S3_TIMEOUT_S": 5,
+    }
+
+
 @pytest.fixture
 def gateway(s3_server: S3Server, fake_vlm: FakeOpenAI, fake_enhancer: FakeOpenAI) -> GatewayFactory:
     """``async with gateway(SETTING=value, ...) as client``: the app with its lifespan, against the fakes."""
-    return gateway_factory(
-        {
-            "S3_ENDPOINT_URL": s3_server.endpoint_url,
-            "VLM_BASE_URL": fake_vlm.base_url,
-            "GPT_OSS_BASE_URL": fake_enhancer.base_url,
-            "S3_TIMEOUT_S": 5,
-        }
-    )
+    return gateway_factory(_fake_settings(s3_server, fake_vlm, fake_enhancer))
+
+
+@pytest.fixture
+def served_gateway(
+    s3_server: S3Server, fake_vlm: FakeOpenAI, fake_enhancer: FakeOpenAI
+) -> ServedGatewayFactory:
+    """``async with served_gateway(SETTING=value, ...) as url``: the same app behind a real uvicorn."""
+    return served_gateway_factory(_fake_settings(s3_server, fake_vlm, fake_enhancer))

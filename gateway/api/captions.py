@@ -8,12 +8,13 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from gateway.api.deps import ApiKeyDep, CatalogueDep
+from gateway.api.deps import CatalogueDep
 from gateway.api.errors import ERROR_RESPONSES
 from gateway.catalogue import CaptionQuery
 from gateway.records import CatalogueEntry, Origin, ReviewStatus
 
-router = APIRouter(prefix="/v1/captions", tags=["catalogue"], dependencies=[ApiKeyDep])
+# Protected: the request guard checks the key; routes.include_routers declares it when API_KEYS is set.
+router = APIRouter(prefix="/v1/captions", tags=["catalogue"])
 MAX_LIMIT = 200
 
 

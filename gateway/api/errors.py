@@ -14,12 +14,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway import errors
 
 log = logging.getLogger("gateway.errors")
+MESSAGE_MAX_CHARS = 1000
 
 # (status, OpenAI-style error type) per error class; the most specific class wins.
 _STATUS: list[tuple[type[errors.GatewayError], int, str]] = [
     (errors.InvalidInput, 422, "invalid_request_error"),
     (errors.CaptionNotFound, 404, "not_found_error"),
     (errors.CatalogueUnavailable, 503, "service_unavailable_error"),
+    (errors.Overloaded, 429, "rate_limit_error"),
     (errors.ImageTooLarge, 413, "request_too_large_error"),
     (errors.RequestTooLarge, 413, "request_too_large_error"),
     (errors.UnsupportedImage, 415, "unsupported_media_type_error"),
@@ -32,6 +34,10 @@ _STATUS: list[tuple[type[errors.GatewayError], int, str]] = [
     (errors.BackendBadResponse, 502, "bad_gateway_error"),
 ]
 _HTTP_TYPES = {401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error"}
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+# FastAPI answers 400 when a body is not JSON it can decode (not UTF-8, nested ~1,000 deep): for the client
+# that is the same mistake as malformed JSON, which is a 422.
+BODY_NOT_PARSED = "the request body is not JSON that can be parsed (it must be UTF-8, nested < 1,000 deep)"
 
 
 class ErrorDetail(BaseModel):
@@ -58,11 +64,16 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+def gateway_error_response(exc: errors.GatewayError) -> JSONResponse:
+    status, kind = status_of(exc)
+    retry = exc.retry_after and status in RETRY_AFTER_STATUSES
+    headers = {"Retry-After": str(math.ceil(exc.retry_after or 0))} if retry else None
+    return error_response(status, exc.message, kind, exc.code, headers)
+
+
 async def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.GatewayError)
-    status, kind = status_of(exc)
-    headers = {"Retry-After": str(math.ceil(exc.retry_after))} if exc.retry_after and status == 503 else None
-    return error_response(status, exc.message, kind, exc.code, headers)
+    return gateway_error_response(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -71,13 +82,16 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     for err in exc.errors():
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         problems.append(f"{where}: {err.get('msg', 'invalid')}")
-    return error_response(
-        422, "; ".join(problems) or "invalid request", "invalid_request_error", "invalid_request"
-    )
+    message = "; ".join(problems) or "invalid request"
+    if len(message) > MESSAGE_MAX_CHARS:  # many problems, or a field name the client made up
+        message = message[:MESSAGE_MAX_CHARS] + "..."
+    return error_response(422, message, "invalid_request_error", "invalid_request")
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400:
+        return error_response(422, BODY_NOT_PARSED, "invalid_request_error", "invalid_request")
     kind = _HTTP_TYPES.get(exc.status_code, "invalid_request_error")
     code = str(exc.detail).lower().replace(" ", "_") if exc.status_code != 401 else "invalid_api_key"
     return error_response(exc.status_code, str(exc.detail), kind, code, dict(exc.headers or {}) or None)
@@ -101,17 +115,34 @@ def register_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
 
 
-ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
-    status: {"model": ErrorEnvelope, "description": description}
-    for status, description in {
-        401: "Missing or wrong API key (when API_KEYS is set)",
+def _declared(descriptions: dict[int, str]) -> dict[int | str, dict[str, object]]:
+    return {status: {"model": ErrorEnvelope, "description": text} for status, text in descriptions.items()}
+
+
+# What a route that takes a body can answer before it runs (guard.py, FastAPI's parsing).
+FRONT_DOOR_RESPONSES = _declared(
+    {
+        408: "The request body did not arrive within CLIENT_BODY_TIMEOUT_S",
+        413: "The request body is over MAX_REQUEST_BYTES",
+        422: "Malformed body or parameters",
+    }
+)
+PROTECTED_RESPONSES = _declared({401: "Missing or wrong API key (when API_KEYS is set)"})
+CAPTION_RESPONSES = _declared(
+    {
         403: "S3 refused access: a credentials or permission problem",
         404: "No such S3 bucket or key, or no catalogue entry with that id",
-        413: "The image has too many bytes or pixels",
+        413: "The request body is over MAX_REQUEST_BYTES, or the image has too many bytes or pixels, or "
+        "would take more than MAX_DECODE_BYTES to decode",
         415: "Not an image, an unsupported format, truncated or empty",
         422: "Malformed body or query: bad s3_uri, style, language, vocabulary, reasoning level or cursor",
+        429: "Overloaded: MAX_INFLIGHT requests at work and MAX_QUEUED waiting (see Retry-After)",
+        500: "A bug in the gateway; the log has the traceback under the same request id",
         502: "The VLM refused the request or answered something unusable",
         503: "S3, the VLM, the catalogue or the gateway itself unavailable or overloaded (see Retry-After)",
         504: "The VLM did not answer within VLM_TIMEOUT_S",
-    }.items()
-}
+    }
+)
+# Everything POST /caption (and the catalogue's routes) can answer; 401 is declared where a route is
+# included with the key (routes.include_routers), so only when API_KEYS is set.
+ERROR_RESPONSES = {**FRONT_DOOR_RESPONSES, **CAPTION_RESPONSES}

@@ -20,6 +20,7 @@ from gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("gateway.access")
 QUIET_ROUTES = frozenset({"/health", "/livez", "/metrics"})  # probes and scrapes every few seconds
+CLIENT_CLOSED = 499  # nginx's status for "the client closed the connection before the answer"
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -66,6 +67,8 @@ class RequestContextMiddleware:
             log.exception("request_id=%s unhandled error on %s", request_id, scope.get("path"))
             await internal_error_response()(scope, receive, send_with_id)
         finally:
+            if not started and state.get("client_gone"):
+                status = CLIENT_CLOSED  # nothing was answered: the client left first (guard.py)
             self._record(scope, state, request_id, status, time.perf_counter() - start)
 
     def _record(

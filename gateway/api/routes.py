@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from gateway.api import captions as catalogue_routes
+from gateway.api import events as events_routes
 from gateway.api.deps import (
     ApiKeyDep,
     CaptionsDep,
@@ -18,7 +20,7 @@ from gateway.api.deps import (
     SettingsDep,
     WarmupDep,
 )
-from gateway.api.errors import ERROR_RESPONSES
+from gateway.api.errors import CAPTION_RESPONSES, FRONT_DOOR_RESPONSES, PROTECTED_RESPONSES
 from gateway.api.schemas import (
     BackendStatus,
     CaptionIn,
@@ -33,15 +35,30 @@ from gateway.errors import CatalogueUnavailable
 from gateway.languages import LANGUAGES
 from gateway.pipeline import StageTimings
 
+# Public and protected routers, so that which routes need a key is decided in one place: the request guard
+# (guard.py) lets through without a key only the paths of ``public_router`` (and the API docs); every other
+# route, these routers' and any added later, needs one when API_KEYS is set. ``include_routers`` then
+# declares the key on the protected routes, so the OpenAPI schema says what the deployment does. The events
+# router declares its own keys per route (POST /v1/events/s3 also takes EVENTS_TOKEN).
 router = APIRouter()
+public_router = APIRouter()
+
+
+def include_routers(app: FastAPI, keys_required: bool) -> None:
+    for protected in (router, catalogue_routes.router):
+        if keys_required:
+            app.include_router(protected, dependencies=[ApiKeyDep], responses=PROTECTED_RESPONSES)
+        else:
+            app.include_router(protected)
+    app.include_router(events_routes.router)
+    app.include_router(public_router)
 
 
 @router.post(
     "/caption",
     response_model=CaptionOut,
     response_model_exclude_none=True,
-    responses=ERROR_RESPONSES,
-    dependencies=[ApiKeyDep],
+    responses={**FRONT_DOOR_RESPONSES, **CAPTION_RESPONSES},
 )
 async def caption(body: CaptionIn, request: Request, captions: CaptionsDep) -> CaptionOut:
     timings = StageTimings()
@@ -50,7 +67,7 @@ async def caption(body: CaptionIn, request: Request, captions: CaptionsDep) -> C
     return CaptionOut(**dict(served.record), cached=served.cached)
 
 
-@router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
+@public_router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})
 async def health(
     settings: SettingsDep, pipeline: PipelineDep, catalogue: CatalogueDep, warmup: WarmupDep
 ) -> JSONResponse:
@@ -86,13 +103,13 @@ async def health(
     return JSONResponse(body.model_dump(), status_code=200 if probed.vlm else 503)
 
 
-@router.get("/livez", response_model=LiveOut)
+@public_router.get("/livez", response_model=LiveOut)
 async def livez() -> LiveOut:
     """Answers while the process runs, whatever the backends do: for orchestrators' liveness probes."""
     return LiveOut()
 
 
-@router.get("/styles", response_model=StylesOut)
+@public_router.get("/styles", response_model=StylesOut)
 async def styles(pipeline: PipelineDep) -> StylesOut:
     return StylesOut(
         styles={name: style.description for name, style in pipeline.styles.items()},
@@ -101,7 +118,7 @@ async def styles(pipeline: PipelineDep) -> StylesOut:
     )
 
 
-@router.get("/metrics", response_class=Response, include_in_schema=False)
+@public_router.get("/metrics", response_class=Response, include_in_schema=False)
 async def metrics(metrics: MetricsDep, events: EventsDep) -> Response:
     # The queue's figures are the database's, read now; a database that is down leaves the last ones.
     with contextlib.suppress(CatalogueUnavailable):

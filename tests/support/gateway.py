@@ -3,6 +3,7 @@ read what it sent to a fake backend. Fixtures live in ``tests/conftest.py``; tes
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
@@ -12,12 +13,15 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import httpx
+import uvicorn
 from PIL import Image
 
+from gateway.api.server import uvicorn_options
 from gateway.app import create_app
 from gateway.settings import Settings
 from tests.support import images
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.processes import HOST, free_port
 
 BUCKET = "test-bucket"
 SEED: dict[str, Callable[[], bytes]] = {
@@ -42,6 +46,7 @@ SEED: dict[str, Callable[[], bytes]] = {
 }
 
 GatewayFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+ServedGatewayFactory = Callable[..., AbstractAsyncContextManager[str]]
 
 
 def gateway_factory(base: dict[str, Any]) -> GatewayFactory:
@@ -62,6 +67,37 @@ def gateway_factory(base: dict[str, Any]) -> GatewayFactory:
                     yield client
 
     return open_gateway
+
+
+def served_gateway_factory(base: dict[str, Any]) -> ServedGatewayFactory:
+    """``async with factory(SETTING=value, ...) as url``: the app behind a real uvicorn server on 127.0.0.1,
+    with the options ``florence-tagger serve`` uses, in the test's event loop. For what only a real server
+    shows: disconnects, slow clients, raw HTTP."""
+
+    @asynccontextmanager
+    async def serve(**overrides: Any) -> AsyncIterator[str]:
+        with tempfile.TemporaryDirectory(prefix="florence-served-") as data_dir:
+            async with _served(Settings(**{"DATA_DIR": data_dir, **base, **overrides})) as url:
+                yield url
+
+    return serve
+
+
+@asynccontextmanager
+async def _served(settings: Settings) -> AsyncIterator[str]:
+    port = free_port()
+    config = uvicorn.Config(create_app(settings), host=HOST, port=port, **uvicorn_options(settings))
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():
+                task.result()  # raises why it could not start
+            await asyncio.sleep(0.01)
+        yield f"http://{HOST}:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 def json_enhancement(

@@ -1,0 +1,84 @@
+"""Overload and abandoned work, through the app: 429s instead of a queue without end, and a client that
+leaves takes its work with it (a real uvicorn server, since only a real connection can be dropped)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import httpx
+
+from tests.support.fake_openai import FakeOpenAI, Reply
+from tests.support.gateway import BUCKET, GatewayFactory, ServedGatewayFactory
+
+URI = f"s3://{BUCKET}/in-budget.jpg"
+
+
+async def test_beyond_inflight_and_queue_the_answer_is_429_at_once(
+    gateway: GatewayFactory, fake_vlm: FakeOpenAI
+) -> None:
+    fake_vlm.reset(Reply(delay_s=1.0, content=fake_vlm.default.content))
+    async with gateway(MAX_INFLIGHT=1, MAX_QUEUED=1) as client:
+        calls = [asyncio.create_task(client.post("/caption", json={"s3_uri": URI})) for _ in range(3)]
+        done, _ = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
+        first = done.pop().result()
+        health = await client.get("/health")  # probes are never shed
+        rest = await asyncio.gather(*calls)
+    assert first.status_code == 429  # answered while the admitted requests were still at the VLM
+    assert first.json()["error"]["code"] == "overloaded"
+    assert int(first.headers["retry-after"]) >= 1
+    assert health.status_code == 200
+    assert sorted(r.status_code for r in rest) == [200, 200, 429]
+    assert len(fake_vlm.requests) == 2
+
+
+async def test_a_request_queued_past_the_queue_timeout_is_429(
+    gateway: GatewayFactory, fake_vlm: FakeOpenAI
+) -> None:
+    fake_vlm.reset(Reply(delay_s=1.5, content=fake_vlm.default.content))
+    async with gateway(MAX_INFLIGHT=1, MAX_QUEUED=4, QUEUE_TIMEOUT_S=0.2) as client:
+        admitted = asyncio.create_task(client.post("/caption", json={"s3_uri": URI}))
+        await asyncio.sleep(0.1)
+        queued = await client.post("/caption", json={"s3_uri": URI})
+        assert not admitted.done()
+        assert (await admitted).status_code == 200
+    assert queued.status_code == 429
+    assert "QUEUE_TIMEOUT_S" in queued.json()["error"]["message"]
+    assert len(fake_vlm.requests) == 1
+
+
+async def wait_for(condition: object, timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # type: ignore[operator]
+            await asyncio.sleep(0.05)
+
+
+async def test_a_client_that_leaves_mid_call_closes_the_vlm_request(
+    served_gateway: ServedGatewayFactory, fake_vlm: FakeOpenAI
+) -> None:
+    fake_vlm.reset(Reply(delay_s=8.0, content=fake_vlm.default.content))
+    async with served_gateway() as url, httpx.AsyncClient(base_url=url) as client:
+        with contextlib.suppress(httpx.ReadTimeout):  # the client gives up and closes its connection
+            await client.post("/caption", json={"s3_uri": URI}, timeout=httpx.Timeout(10, read=0.5))
+        # The gateway cancels the request's work, and with it the HTTP request to the VLM.
+        await wait_for(lambda: fake_vlm.closed_early == [0])
+    assert len(fake_vlm.requests) == 1
+
+
+async def test_a_client_that_leaves_while_queued_never_reaches_the_vlm(
+    served_gateway: ServedGatewayFactory, fake_vlm: FakeOpenAI
+) -> None:
+    fake_vlm.reset(Reply(delay_s=1.5, content=fake_vlm.default.content))
+    async with served_gateway(MAX_INFLIGHT=1, MAX_QUEUED=8) as url, httpx.AsyncClient(base_url=url) as client:
+        patient = asyncio.create_task(client.post("/caption", json={"s3_uri": URI}, timeout=30))
+        await wait_for(lambda: len(fake_vlm.requests) == 1)
+        leavers = [
+            client.post("/caption", json={"s3_uri": URI}, timeout=httpx.Timeout(10, read=0.3))
+            for _ in range(5)
+        ]
+        results = await asyncio.gather(*leavers, return_exceptions=True)
+        assert all(isinstance(r, httpx.ReadTimeout) for r in results)
+        assert (await patient).status_code == 200
+        await asyncio.sleep(1.0)  # had they stayed queued, they would reach the VLM now
+    assert len(fake_vlm.requests) == 1
+    assert fake_vlm.closed_early == []
