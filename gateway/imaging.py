@@ -5,12 +5,23 @@ as JPEG. Three levers keep it cheap (issue 5): a JPEG decoder asked for a reduce
 resize with ``reducing_gap``, and no work at all for a JPEG that already fits: its bytes go through as
 they are once a reduced decode has proven the stream whole.
 
+Memory (issue 14): an image is refused when its decode alone would take more than ``MAX_DECODE_BYTES``
+(pixels times the bytes per pixel of its own mode: a 1-bit PNG costs a quarter of an RGB one). A large
+image is reduced strip by strip, each strip converted to RGB only as it is reduced, so a 100 MP bilevel
+scan never becomes a 400 MB RGB copy; and after a large image the C heap is trimmed, so the memory goes
+back to the system instead of staying with the process.
+
+Shape: Qwen2.5-VL's processor refuses aspect ratios over 200:1. A longer, thinner image is padded (white)
+to 200:1, so the caption still describes all of it.
+
 Everything here is synchronous CPU work; callers run it in a thread (see ``ImagePreparer``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import io
 import logging
 import math
@@ -23,13 +34,19 @@ import pillow_heif
 from PIL import Image, ImageCms, IptcImagePlugin, UnidentifiedImageError
 
 from gateway.errors import ImageTooLarge, UnsupportedImage
+from gateway.geometry import MAX_ASPECT_RATIO, PixelBudget, fit_for_vlm, ratio
+from gateway.geometry import PATCH as PATCH  # re-exported: callers size images with it
+from gateway.geometry import fit_to_grid as fit_to_grid
 
 # HEIC/HEIF come from pillow-heif; AVIF is Pillow's own. Registering an opener is idempotent.
 pillow_heif.register_heif_opener()
 
-PATCH = 28  # Qwen2.5-VL: one visual token per 28x28 pixels (14-px patches, 2x2 merge)
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
 JPEG_QUALITY = 92
+PAD_COLOUR = (255, 255, 255)
+REDUCING_GAP = 3.0
+STRIP_PIXELS = 1 << 22  # ~16 MB of RGB per strip while a large image is reduced
+TRIM_ABOVE_BYTES = 32 << 20  # after decodes larger than this, hand freed memory back to the system
 ORIENTATION_TAG = 0x0112
 EXIF_IFD, GPS_IFD = 0x8769, 0x8825
 DATE_TIME_ORIGINAL, DATE_TIME = 0x9003, 0x0132
@@ -43,13 +60,6 @@ _TRANSPOSE = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-
-
-@dataclass(frozen=True)
-class PixelBudget:
-    max_pixels: int
-    min_pixels: int
-    max_source_pixels: int
 
 
 @dataclass(frozen=True)
@@ -71,21 +81,6 @@ class PreparedImage:
     metadata: RawMetadata | None = None  # read only when asked (context): no cost otherwise
 
 
-def fit_to_grid(width: int, height: int, budget: PixelBudget, factor: int = PATCH) -> tuple[int, int]:
-    """Qwen2.5-VL's ``smart_resize``: sides on the 28-px grid, area within [min, max], aspect kept."""
-    h = max(factor, round(height / factor) * factor)
-    w = max(factor, round(width / factor) * factor)
-    if h * w > budget.max_pixels:
-        beta = math.sqrt((height * width) / budget.max_pixels)
-        h = max(factor, math.floor(height / beta / factor) * factor)
-        w = max(factor, math.floor(width / beta / factor) * factor)
-    elif h * w < budget.min_pixels:
-        beta = math.sqrt(budget.min_pixels / (height * width))
-        h = math.ceil(height * beta / factor) * factor
-        w = math.ceil(width * beta / factor) * factor
-    return w, h
-
-
 def prepare_image(data: bytes, budget: PixelBudget, read_metadata: bool = False) -> PreparedImage:
     if not data:
         raise UnsupportedImage("the object is empty (0 bytes)", code="image_empty")
@@ -97,6 +92,8 @@ def prepare_image(data: bytes, budget: PixelBudget, read_metadata: bool = False)
         return prepared if metadata is None else _with(prepared, metadata)
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc), code="image_too_many_pixels") from None
+    except ImageTooLarge:
+        raise  # our own refusal (the decode would take too much memory), not a broken file
     except MemoryError:
         raise  # the gateway's trouble, not the file's
     except Exception as exc:
@@ -105,6 +102,8 @@ def prepare_image(data: bytes, budget: PixelBudget, read_metadata: bool = False)
         raise UnsupportedImage(f"the image could not be decoded: {exc}", code="image_corrupt") from None
     finally:
         image.close()
+        if _decode_bytes(image) > TRIM_ABOVE_BYTES:
+            _give_memory_back()  # the decoded pixels and their copies are free by now
 
 
 def _open(data: bytes, budget: PixelBudget) -> Image.Image:
@@ -132,19 +131,83 @@ def _open(data: bytes, budget: PixelBudget) -> Image.Image:
 def _prepare_open(image: Image.Image, data: bytes, budget: PixelBudget) -> PreparedImage:
     stored_size = image.size  # the draft decode below changes image.size
     orientation = _orientation(image)
-    upright = _upright_size(image.size, orientation)
-    target = fit_to_grid(*upright, budget)
-    if _can_pass_through(image, orientation, budget):
+    canvas, content = fit_for_vlm(*_upright_size(image.size, orientation), budget)
+    if canvas == content and _can_pass_through(image, orientation, budget):
         _prove_whole(image)  # a reduced decode: ``image.size`` is the draft's now, not the forwarded JPEG's
         return PreparedImage(data, *stored_size, passed_through=True)
+    stored_target = _upright_size(content, orientation)
     if image.format in ("JPEG", "MPO"):
         # DCT scaling: decode at 1/2, 1/4 or 1/8 size, never below the target (no upsampling artefacts).
-        image.draft(image.mode, _upright_size(target, orientation))
+        image.draft(image.mode, stored_target)
+    _check_decode_memory(image, budget)
     image.load()
-    rgb = _to_srgb_rgb(_upright(image, orientation))
-    if rgb.size != target:
-        rgb = rgb.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return PreparedImage(_encode_jpeg(rgb), *target, passed_through=False)
+    rgb = _upright(_reduced_rgb(image, stored_target), orientation)
+    if rgb.size != content:
+        rgb = rgb.resize(content, Image.Resampling.LANCZOS, reducing_gap=REDUCING_GAP)
+    if canvas != content:
+        rgb = _pad(rgb, canvas)
+    return PreparedImage(_encode_jpeg(rgb), *canvas, passed_through=False)
+
+
+def _decode_bytes(image: Image.Image) -> int:
+    """The bytes Pillow holds for ``image`` decoded (at its draft size, for a JPEG)."""
+    return image.width * image.height * _pixel_bytes(image.mode)
+
+
+def _check_decode_memory(image: Image.Image, budget: PixelBudget) -> None:
+    needed = _decode_bytes(image)
+    if needed > budget.max_decode_bytes:
+        raise ImageTooLarge(
+            f"decoding this {image.width}x{image.height} {image.mode} image would take {needed >> 20} MB; "
+            f"the limit is {budget.max_decode_bytes >> 20} MB (MAX_DECODE_BYTES)",
+            code="image_decode_too_large",
+        )
+
+
+def _pixel_bytes(mode: str) -> int:
+    # How Pillow stores a pixel: one byte for bilevel, grey and palette images, two for 16-bit grey, four
+    # for everything else (RGB is stored as RGBX).
+    if mode in ("1", "L", "P"):
+        return 1
+    return 2 if mode.startswith("I;16") else 4
+
+
+def _reduced_rgb(image: Image.Image, target: tuple[int, int]) -> Image.Image:
+    """sRGB RGB at most ``REDUCING_GAP`` times ``target``, converted strip by strip when reducing, so the
+    RGB copy of a large image never exists whole (a bilevel or palette image is 1/4 the size of its RGB)."""
+    fx = max(1, int(image.width / target[0] / REDUCING_GAP))
+    fy = max(1, int(image.height / target[1] / REDUCING_GAP))
+    if fx == 1 and fy == 1:
+        return _to_srgb_rgb(image)
+    rows = max(fy, STRIP_PIXELS // image.width // fy * fy)  # a multiple of fy: strips reduce exactly
+    reduced = Image.new("RGB", (math.ceil(image.width / fx), math.ceil(image.height / fy)))
+    for top in range(0, image.height, rows):
+        strip = image.crop((0, top, image.width, min(image.height, top + rows)))
+        reduced.paste(_to_srgb_rgb(strip).reduce((fx, fy)), (0, top // fy))
+    return reduced
+
+
+def _pad(image: Image.Image, canvas: tuple[int, int]) -> Image.Image:
+    padded = Image.new("RGB", canvas, PAD_COLOUR)
+    padded.paste(image, ((canvas[0] - image.width) // 2, (canvas[1] - image.height) // 2))
+    return padded
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim() -> ctypes._NamedFuncPointer | None:
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim this way
+        return None
+
+
+def _give_memory_back() -> None:
+    """glibc keeps freed blocks in its arenas (one per thread) for reuse: after a 650 MB decode the process
+    stayed 650 MB large. ``malloc_trim`` returns the free pages to the system."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _with(prepared: PreparedImage, metadata: RawMetadata) -> PreparedImage:
@@ -220,7 +283,8 @@ def _upright_size(size: tuple[int, int], orientation: int) -> tuple[int, int]:
 def _can_pass_through(image: Image.Image, orientation: int, budget: PixelBudget) -> bool:
     pixels = image.width * image.height
     return (
-        image.format == "JPEG"
+        ratio(*image.size) <= MAX_ASPECT_RATIO  # the processor checks the size it is sent
+        and image.format == "JPEG"
         and image.mode == "RGB"
         and orientation == 1
         and budget.min_pixels <= pixels <= budget.max_pixels

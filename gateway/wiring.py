@@ -20,7 +20,8 @@ from gateway.backends.openai_chat import HEALTH_TIMEOUT_S, ChatClient, make_http
 from gateway.backends.vlm import VlmBackend
 from gateway.caching import CaptionService
 from gateway.catalogue import Catalogue, open_catalogue
-from gateway.imaging import ImagePreparer, PixelBudget
+from gateway.geometry import PixelBudget
+from gateway.imaging import ImagePreparer
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import CaptionPipeline
 from gateway.settings import Settings
@@ -102,7 +103,12 @@ async def open_pipeline(
             settings.gpt_oss_timeout_s,
         )
         preparer = ImagePreparer(
-            PixelBudget(settings.vlm_max_pixels, settings.vlm_min_pixels, settings.max_image_pixels),
+            PixelBudget(
+                settings.vlm_max_pixels,
+                settings.vlm_min_pixels,
+                settings.max_image_pixels,
+                settings.max_decode_bytes,
+            ),
             settings.max_concurrent_images,
         )
         stack.callback(preparer.close)

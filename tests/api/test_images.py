@@ -116,3 +116,45 @@ async def test_malformed_exif_still_orients_the_image(gateway: GatewayFactory, f
     assert response.status_code == 200, response.text
     _, image = sent_image(fake_vlm)
     assert image.height > image.width  # orientation 6 applied despite the broken EXIF block
+
+
+async def test_a_small_bilevel_png_of_100_mp_is_captioned(
+    gateway: GatewayFactory, fake_vlm: FakeOpenAI
+) -> None:
+    """12 KB on disk, 100 MP decoded: reduced in its own mode, strip by strip, never a whole RGB copy."""
+    async with gateway() as client:
+        response = await client.post("/caption", json={"s3_uri": f"s3://{BUCKET}/bilevel-100mp.png"})
+    assert response.status_code == 200, response.text
+    _, image = sent_image(fake_vlm)
+    assert image.size == (980, 980)
+    assert close_to(image.getpixel((5, 490)), (255, 255, 255))  # the white frame...
+    assert close_to(image.getpixel((490, 490)), (0, 0, 0))  # ...around black
+
+
+async def test_an_image_too_large_to_decode_is_413_from_its_header(
+    gateway: GatewayFactory, fake_vlm: FakeOpenAI
+) -> None:
+    async with gateway() as client:
+        response = await client.post("/caption", json={"s3_uri": f"s3://{BUCKET}/rgba-400mb.png"})
+    assert response.status_code == 413
+    error = response.json()["error"]
+    assert error["code"] == "image_decode_too_large"
+    assert "MAX_DECODE_BYTES" in error["message"]
+    assert fake_vlm.requests == []
+
+
+async def test_beyond_200_to_1_the_image_is_padded_whole(
+    gateway: GatewayFactory, fake_vlm: FakeOpenAI
+) -> None:
+    """Qwen2.5-VL's processor refuses more than 200:1; a 2000:1 strip arrives padded, all of it kept."""
+    async with gateway() as client:
+        response = await client.post("/caption", json={"s3_uri": f"s3://{BUCKET}/strip-2000-to-1.jpg"})
+    assert response.status_code == 200, response.text
+    _, image = sent_image(fake_vlm)
+    assert max(image.size) / min(image.size) <= 200
+    assert image.width % 28 == 0 and image.height % 28 == 0
+    assert image.width * image.height <= BUDGET
+    middle = image.height // 2
+    assert close_to(image.getpixel((image.width // 2, 0)), (255, 255, 255))  # padding above
+    for x in (2, image.width // 2, image.width - 3):  # the band spans the whole width: nothing cut off
+        assert close_to(image.getpixel((x, middle)), (20, 20, 20)), x

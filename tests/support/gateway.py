@@ -43,6 +43,9 @@ SEED: dict[str, Callable[[], bytes]] = {
     "wide-gamut.jpg": images.jpeg_wide_gamut,
     "wide-gamut-alpha.png": images.png_wide_gamut_alpha,
     "broken-exif.jpg": images.jpeg_broken_exif,
+    "bilevel-100mp.png": images.bilevel_png,
+    "rgba-400mb.png": lambda: images.rgba_png_header(10_000, 10_000),
+    "strip-2000-to-1.jpg": images.long_strip,
 }
 
 GatewayFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]

@@ -91,6 +91,43 @@ def pixel_bomb(width: int = 40_000, height: int = 40_000) -> bytes:
     return bytes(png)
 
 
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bilevel_png(width: int = 9_999, height: int = 9_999) -> bytes:
+    """A 1-bit PNG, black with a white frame 200 px wide: ~12 KB on disk, 100 MP once decoded."""
+    row_bytes = (width + 7) // 8
+    frame, edge = b"\x00" + b"\xff" * row_bytes, 200
+    middle = b"\x00" + b"\xff" * (edge // 8) + b"\x00" * (row_bytes - 2 * (edge // 8)) + b"\xff" * (edge // 8)
+    raw = b"".join(frame if y < edge or y >= height - edge else middle for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", zlib.compress(raw, 9))
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def rgba_png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` RGBA pixels (its data is one empty row): refused
+    from the header when decoding would take too much memory."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0)
+    one_row = zlib.compress(b"\x00" * (1 + 4 * width))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", header)
+        + _png_chunk(b"IDAT", one_row)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
+def long_strip(width: int = 20_000, height: int = 10) -> bytes:
+    """A JPEG far beyond Qwen2.5-VL's 200:1 aspect limit: a dark band."""
+    return _save(Image.new("RGB", (width, height), (20, 20, 20)), "JPEG", quality=95)
+
+
 def truncated_jpeg() -> bytes:
     whole = photo(640, 480)
     return whole[: len(whole) // 2]
