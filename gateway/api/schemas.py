@@ -15,6 +15,7 @@ PROMPT_MAX_CHARS = 1000
 # s3:// + a 63-character bucket + / + S3's 1,024-byte key; style and language names are short.
 S3_URI_MAX_CHARS = 1100
 NAME_MAX_CHARS = 100
+S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.+$"
 
 
 class CaptionIn(BaseModel):
@@ -25,6 +26,8 @@ class CaptionIn(BaseModel):
         description="s3://bucket/key of the image",
         examples=["s3://your-bucket/image.jpg"],
         max_length=S3_URI_MAX_CHARS,
+        # Declared for clients, checked by the gateway (s3_uri.py) so that a bad URI is `invalid_s3_uri`.
+        json_schema_extra={"pattern": S3_URI_PATTERN},
     )
     detailed: bool = Field(True, description="Rich multi-sentence caption (true) or one sentence (false)")
     use_gpt_oss: bool | None = Field(None, description="Enhance with gpt-oss; default: USE_GPT_OSS")

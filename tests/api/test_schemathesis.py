@@ -1,0 +1,66 @@
+"""An outside view: Schemathesis generates requests from the OpenAPI schema, valid and invalid, against the
+served gateway, with and without ``API_KEYS``. No 5xx, only documented statuses, responses as declared,
+invalid data refused, auth enforced where declared, wrong methods a 405.
+
+``positive_data_acceptance`` is left out: a valid request for an object that is not in the bucket is rightly
+a 404. A bounded run is in the fast tier; a ~1,000-case run per configuration in the slow one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.gateway import ServedGatewayFactory
+
+KEY = "st-key-1"
+
+
+async def schemathesis(url: str, report_dir: Path, max_examples: int, *extra: str) -> tuple[int, str]:
+    command = [
+        str(Path(sys.executable).with_name("schemathesis")), "run", f"{url}/openapi.json",
+        "--checks", "all", "--exclude-checks", "positive_data_acceptance",
+        "--max-examples", str(max_examples), "--seed", "14", "--workers", "2",
+        "--generation-database", "none", "--no-color", "--request-timeout", "30",
+        "--report", "junit", "--report-dir", str(report_dir), *extra,
+    ]  # fmt: skip
+    # Awaited, not run blocking: the fake backends serve from this test's event loop.
+    process = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await process.communicate()
+    return process.returncode or 0, output.decode("utf-8", "replace")
+
+
+def cases(output: str) -> int:
+    found = re.search(r"(\d+) generated", output)
+    return int(found.group(1)) if found else 0
+
+
+@pytest.mark.parametrize("with_keys", [False, True], ids=["open", "api-keys"])
+async def test_a_bounded_schemathesis_run_finds_nothing(
+    served_gateway: ServedGatewayFactory, tmp_path: Path, with_keys: bool
+) -> None:
+    settings = {"API_KEYS": KEY} if with_keys else {}
+    headers = ["--header", f"Authorization: Bearer {KEY}"] if with_keys else []
+    async with served_gateway(**settings) as url:
+        code, output = await schemathesis(url, tmp_path, 12, *headers)
+    assert code == 0, output[-6000:]
+    assert cases(output) >= 30, output[-2000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_keys", [False, True], ids=["open", "api-keys"])
+async def test_a_long_schemathesis_run_finds_nothing(
+    served_gateway: ServedGatewayFactory, tmp_path: Path, with_keys: bool
+) -> None:
+    settings = {"API_KEYS": KEY} if with_keys else {}
+    headers = ["--header", f"Authorization: Bearer {KEY}"] if with_keys else []
+    async with served_gateway(**settings) as url:
+        code, output = await schemathesis(url, tmp_path, 1000, *headers)
+    assert code == 0, output[-6000:]
+    assert cases(output) >= 1000, output[-2000:]
