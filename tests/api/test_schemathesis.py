@@ -30,8 +30,8 @@ async def schemathesis(url: str, report_dir: Path, max_examples: int, *extra: st
     ]  # fmt: skip
     # Awaited, not run blocking: the fake backends serve from this test's event loop.
     process = await asyncio.create_subprocess_exec(
-        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-    )
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=report_dir
+    )  # in report_dir: Schemathesis keeps a cache of crashes in its working directory
     output, _ = await process.communicate()
     return process.returncode or 0, output.decode("utf-8", "replace")
 
