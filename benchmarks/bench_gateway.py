@@ -192,6 +192,10 @@ def start_gateway(stack: Stack, name: str, backend: Proc, extra_env: dict[str, s
         # hits (benchmarks/bench_catalogue.py measures those), not the pipeline.
         "CACHE": "off",
         "DATA_DIR": str(stack.workdir / f"{name}-data"),
+        # This benchmark measures the gateway's cost, so it admits everything; shedding is bench_shedding's.
+        "MAX_INFLIGHT": "100000",
+        "MAX_QUEUED": "0",
+        "MAX_LOOP_LAG_MS": "0",
         **(extra_env or {}),
     }
     proc = stack.procs.spawn(name, gateway_command(port, workers=1), port, env, cwd=ROOT)

@@ -117,6 +117,7 @@ class Settings(BaseSettings):
     max_inflight: int = Field(32, alias="MAX_INFLIGHT", ge=1)
     max_queued: int = Field(8, alias="MAX_QUEUED", ge=0)
     queue_timeout_s: float = Field(2.0, alias="QUEUE_TIMEOUT_S", gt=0)
+    max_loop_lag_ms: float = Field(25.0, alias="MAX_LOOP_LAG_MS", ge=0)
     client_header_timeout_s: float = Field(10.0, alias="CLIENT_HEADER_TIMEOUT_S", gt=0)
     client_body_timeout_s: float = Field(20.0, alias="CLIENT_BODY_TIMEOUT_S", gt=0)
     keepalive_timeout_s: int = Field(5, alias="KEEPALIVE_TIMEOUT_S", ge=1)

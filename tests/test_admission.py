@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -91,3 +92,46 @@ async def test_cancelled_just_as_its_turn_came_passes_the_place_on() -> None:
     await asyncio.gather(unlucky, last, return_exceptions=True)
     assert order == [2]
     assert (admission.inflight, admission.queued) == (0, 0)
+
+
+async def test_the_loop_lag_watch_sees_a_busy_loop() -> None:
+    admission = Admission(max_inflight=4, max_queued=4, queue_timeout_s=30, max_lag_s=0.025)
+    async with admission.watching():
+        await asyncio.sleep(0.1)
+        quiet = admission.lag.seconds
+        for _ in range(4):
+            time.sleep(0.1)  # the CPU-bound work of a saturated gateway, as the loop sees it
+            await asyncio.sleep(0.03)
+        busy = admission.lag.seconds
+    assert quiet < 0.025 < busy
+
+
+async def test_while_the_loop_runs_late_new_work_is_refused_at_once() -> None:
+    admission = Admission(max_inflight=4, max_queued=4, queue_timeout_s=30, max_lag_s=0.025)
+    admission.lag.seconds = 0.2  # as the watch measures on a gateway short of CPU
+    async with admission.slot():  # nothing at work: admitted, whatever the lag (refusing would not help)
+        with pytest.raises(Overloaded, match="MAX_LOOP_LAG_MS"):
+            await asyncio.wait_for(admission.slot().__aenter__(), 0.5)
+        admission.lag.seconds = 0.0
+        async with admission.slot():  # back on time: admitted again
+            assert admission.inflight == 2
+
+
+async def test_the_limit_shrinks_while_the_loop_runs_late_and_grows_back() -> None:
+    admission = Admission(max_inflight=32, max_queued=4, queue_timeout_s=30, max_lag_s=0.025)
+    for _ in range(20):  # half a second of samples on a loop 50 ms late
+        admission._adapt(0.05)
+    assert admission.capacity <= 12  # 32 x 0.95^20
+    release, order = asyncio.Event(), []
+    tasks = [asyncio.create_task(hold(admission, release, order, n)) for n in range(admission.capacity + 2)]
+    await settle()
+    assert admission.queued == 2  # beyond the shrunken limit, they wait
+    for _ in range(40):  # back on time: +2 a second
+        admission._adapt(0.001)
+    await settle()
+    assert admission.queued == 0  # the grown limit let them in
+    for _ in range(400):
+        admission._adapt(0.001)
+    assert admission.capacity == 32  # never beyond MAX_INFLIGHT
+    release.set()
+    await asyncio.gather(*tasks)
