@@ -119,14 +119,17 @@ def _declared(descriptions: dict[int, str]) -> dict[int | str, dict[str, object]
     return {status: {"model": ErrorEnvelope, "description": text} for status, text in descriptions.items()}
 
 
-# What a route that takes a body can answer before it runs (guard.py, FastAPI's parsing).
-FRONT_DOOR_RESPONSES = _declared(
+# What any request can be answered before a route runs (server.py's protocol, guard.py): on every operation.
+SERVER_RESPONSES = _declared(
     {
-        408: "The request body did not arrive within CLIENT_BODY_TIMEOUT_S",
+        400: "Not a valid HTTP/1.1 request (the connection is closed)",
+        408: "The request headers or body did not arrive in time (CLIENT_HEADER_/CLIENT_BODY_TIMEOUT_S)",
         413: "The request body is over MAX_REQUEST_BYTES",
-        422: "Malformed body or parameters",
+        431: "The request headers are over 64 KiB (the connection is closed)",
     }
 )
+# What a route that takes a body can answer besides (FastAPI's parsing).
+FRONT_DOOR_RESPONSES = _declared({422: "Malformed body or parameters"})
 PROTECTED_RESPONSES = _declared({401: "Missing or wrong API key (when API_KEYS is set)"})
 CAPTION_RESPONSES = _declared(
     {
@@ -145,4 +148,4 @@ CAPTION_RESPONSES = _declared(
 )
 # Everything POST /caption (and the catalogue's routes) can answer; 401 is declared where a route is
 # included with the key (routes.include_routers), so only when API_KEYS is set.
-ERROR_RESPONSES = {**FRONT_DOOR_RESPONSES, **CAPTION_RESPONSES}
+ERROR_RESPONSES = {**SERVER_RESPONSES, **FRONT_DOOR_RESPONSES, **CAPTION_RESPONSES}

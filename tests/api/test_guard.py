@@ -153,13 +153,14 @@ def test_every_status_is_declared_with_the_envelope() -> None:
     schema = create_app(Settings(API_KEYS="k")).openapi()
     caption = schema["paths"]["/caption"]["post"]
     declared = {int(code) for code in caption["responses"]}
-    assert {401, 403, 404, 408, 413, 415, 422, 429, 500, 502, 503, 504} <= declared
+    assert {400, 401, 403, 404, 408, 413, 415, 422, 429, 431, 500, 502, 503, 504} <= declared
     for code in declared - {200}:
         ref = caption["responses"][str(code)]["content"]["application/json"]["schema"]["$ref"]
         assert ref.endswith("/ErrorEnvelope"), code
     assert caption["security"] == [{"HTTPBearer": []}]
     for path in ("/health", "/livez", "/styles"):
         assert "security" not in schema["paths"][path]["get"], path
+        assert {"400", "408", "413", "431"} <= set(schema["paths"][path]["get"]["responses"]), path
     # The request's own limits are declared too, so a client can validate before sending.
     fields = schema["components"]["schemas"]["CaptionIn"]["properties"]
     for name in ("s3_uri", "style", "language", "prompt"):
