@@ -110,23 +110,32 @@ class Admission:
         finally:
             self._release()
 
-    async def _acquire(self) -> None:
+    def refusal(self) -> Overloaded | None:
+        """Why a request arriving now would be refused at once, if it would: callers check this first to
+        answer without starting any work (on a busy loop every extra step costs an iteration)."""
         if self.max_lag_s and self.inflight and self.lag.seconds > self.max_lag_s:
             # The gateway is short of CPU: more work would make everything late, refusals included.
-            raise Overloaded(
+            return Overloaded(
                 f"the gateway is short of CPU (its event loop runs {self.lag.seconds * 1000:.0f} ms late; "
                 "MAX_LOOP_LAG_MS); try again shortly",
                 retry_after=RETRY_AFTER_S,
             )
-        if self.inflight < self.capacity and not self._waiters:
-            self.inflight += 1
-            return
-        if len(self._waiters) >= self.max_queued:
-            raise Overloaded(
+        busy = self.inflight >= self.capacity or self._waiters
+        if busy and len(self._waiters) >= self.max_queued:
+            return Overloaded(
                 f"the gateway is at capacity ({self.capacity} requests in flight, {self.max_queued} "
                 "queued); try again shortly",
                 retry_after=RETRY_AFTER_S,
             )
+        return None
+
+    async def _acquire(self) -> None:
+        refused = self.refusal()
+        if refused is not None:
+            raise refused
+        if self.inflight < self.capacity and not self._waiters:
+            self.inflight += 1
+            return
         await self._wait_for_turn()
 
     async def _wait_for_turn(self) -> None:

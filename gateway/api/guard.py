@@ -140,8 +140,12 @@ class RequestGuard:
         replay = _replay(body, receive) if body is not None else receive
         if policy.admission is None:
             await self.app(inner, replay, send)
-        else:
-            await self._admitted(policy.admission, inner, replay, receive, send)
+            return
+        refused = policy.admission.refusal()
+        if refused is not None:  # answered here and now: no task, no watch, nothing started
+            await gateway_error_response(refused)(inner, replay, send)
+            return
+        await self._admitted(policy.admission, inner, replay, receive, send)
 
     def _head_as_get(self, scope: Scope, send: Send) -> tuple[Scope, Send, _Matched]:
         matched = self._match(scope)
