@@ -6,6 +6,7 @@ responses, the image path through vLLM's Qwen processor, structured outputs, rea
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -111,6 +112,17 @@ async def test_24mp_photo_costs_the_budget_not_16000_visual_tokens(
     assert 1200 <= visual <= 1300  # 1,280 for 1280*28*28; unresized, vLLM counts 16,224 (test_vllm_direct)
 
 
+async def test_an_image_beyond_200_to_1_is_captioned_not_refused(
+    gateway: GatewayFactory, cpu_stack: CpuStack
+) -> None:
+    """Qwen2.5-VL's processor refuses aspect ratios over 200:1 (vLLM answers 400); the gateway pads a
+    2000:1 strip to the limit, so the real processor takes it."""
+    async with gateway(**on_stack(cpu_stack)) as client:
+        response = await client.post("/caption", json={"s3_uri": f"s3://{BUCKET}/strip-2000-to-1.jpg"})
+    assert response.status_code == 200, response.text
+    assert_caption_contract(response.json(), f"s3://{BUCKET}/strip-2000-to-1.jpg")
+
+
 async def test_every_style_answers_schema_valid_json(s3_server: S3Server, cpu_stack: CpuStack) -> None:
     settings = Settings(S3_ENDPOINT_URL=s3_server.endpoint_url, **cpu_stack.gateway_env())  # type: ignore[arg-type]
     labels = [Label(URI, [], []), Label(f"s3://{BUCKET}/rotated.jpg", [], [])]
@@ -137,6 +149,7 @@ async def test_health_follows_the_vlm_server(gateway: GatewayFactory, cpu_stack:
         assert up.json()["backends"]["enhancer"]["ok"] is True
         cpu_stack.vlm.stop()
         try:
+            await asyncio.sleep(1.1)  # /health answers from a probe at most a second old
             down = await client.get("/health")
             caption = await client.post("/caption", json={"s3_uri": URI})
         finally:
