@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from gateway.api.deps import CatalogueDep
 from gateway.api.errors import ERROR_RESPONSES
@@ -16,6 +17,15 @@ from gateway.records import CatalogueEntry, Origin, ReviewStatus
 # Protected: the request guard checks the key; routes.include_routers declares it when API_KEYS is set.
 router = APIRouter(prefix="/v1/captions", tags=["catalogue"])
 MAX_LIMIT = 200
+_NUMBER = re.compile(r"\s*[+-]?\d+(\.\d*)?\s*")
+
+
+def _iso_only(value: object) -> object:
+    # Pydantic also reads a number as seconds since 1970; the schema promises an ISO 8601 date-time, so a
+    # number is refused (Schemathesis: `since=0.5` was accepted).
+    if isinstance(value, str) and _NUMBER.fullmatch(value):
+        raise ValueError("an ISO 8601 date-time such as 2026-01-31T12:00:00Z, not a number")
+    return value
 
 
 class CaptionPage(BaseModel):
@@ -38,7 +48,9 @@ async def list_captions(
     status: ReviewStatus | None = None,
     source: Origin | None = None,
     since: Annotated[
-        datetime | None, Query(description="Created at or after (ISO 8601; UTC if no zone)")
+        datetime | None,
+        BeforeValidator(_iso_only),
+        Query(description="Created at or after (ISO 8601; UTC if no zone)"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,

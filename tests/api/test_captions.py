@@ -75,11 +75,13 @@ async def test_the_catalogue_needs_a_key_when_api_keys_is_set(gateway: GatewayFa
 async def test_the_openapi_schema_declares_the_catalogue_routes_and_their_errors(
     gateway: GatewayFactory,
 ) -> None:
-    async with gateway() as client:
+    # With API_KEYS set: the schema declares the key, and its 401, only when the gateway enforces it.
+    async with gateway(API_KEYS="k-one") as client:
         schema = (await client.get("/openapi.json")).json()
     for path in ("/v1/captions", "/v1/captions/{caption_id}"):
         responses = schema["paths"][path]["get"]["responses"]
         assert {"200", "401", "404", "422", "503"} <= responses.keys()
+        assert schema["paths"][path]["get"]["security"] == [{"HTTPBearer": []}]
         assert responses["503"]["content"]["application/json"]["schema"] == {
             "$ref": "#/components/schemas/ErrorEnvelope"
         }

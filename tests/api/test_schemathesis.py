@@ -24,7 +24,7 @@ async def schemathesis(url: str, report_dir: Path, max_examples: int, *extra: st
     command = [
         str(Path(sys.executable).with_name("schemathesis")), "run", f"{url}/openapi.json",
         "--checks", "all", "--exclude-checks", "positive_data_acceptance",
-        "--max-examples", str(max_examples), "--seed", "14", "--workers", "2",
+        "--max-examples", str(max_examples), "--seed", "14", "--workers", "1",
         "--generation-database", "none", "--no-color", "--request-timeout", "30",
         "--report", "junit", "--report-dir", str(report_dir), *extra,
     ]  # fmt: skip
