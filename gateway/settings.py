@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -250,7 +251,8 @@ class Settings(BaseSettings):
     def secret_values(self) -> tuple[str, ...]:
         """Every secret the gateway holds, for the log filter to blank out wherever it shows up."""
         keys = [k.get_secret_value() for k in (self.vlm_api_key, self.gpt_oss_api_key) if k is not None]
-        return tuple(keys) + self.api_key_list
+        password = urlsplit(self.database_url.get_secret_value()).password if self.database_url else None
+        return tuple(keys) + self.api_key_list + ((password,) if password else ())
 
     @property
     def backend_name(self) -> str:

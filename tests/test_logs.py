@@ -99,6 +99,8 @@ async def test_the_served_gateway_at_debug_leaves_no_credentials(
         "VLM_API_KEY": VLM_KEY,
         "API_KEYS": API_KEY,
         "LOG_LEVEL": "debug",
+        "DATA_DIR": str(tmp_path / "data"),
+        "CACHE": "off",  # the second request must reach the VLM, not the catalogue
     }
     gateway = procs.spawn("gateway", gateway_command(port), port, env)
     try:

@@ -16,12 +16,17 @@ URI = f"s3://{BUCKET}/in-budget.jpg"
 NO_LAG_CHECK = {"MAX_LOOP_LAG_MS": 0}
 
 
+def request(n: int) -> dict[str, str]:
+    """Distinct requests (identical concurrent ones share one computation, gateway/caching.py)."""
+    return {"s3_uri": URI, "prompt": f"request {n}"}
+
+
 async def test_beyond_inflight_and_queue_the_answer_is_429_at_once(
     gateway: GatewayFactory, fake_vlm: FakeOpenAI
 ) -> None:
     fake_vlm.reset(Reply(delay_s=1.0, content=fake_vlm.default.content))
     async with gateway(MAX_INFLIGHT=1, MAX_QUEUED=1, **NO_LAG_CHECK) as client:
-        calls = [asyncio.create_task(client.post("/caption", json={"s3_uri": URI})) for _ in range(3)]
+        calls = [asyncio.create_task(client.post("/caption", json=request(n))) for n in range(3)]
         done, _ = await asyncio.wait(calls, return_when=asyncio.FIRST_COMPLETED)
         first = done.pop().result()
         health = await client.get("/health")  # probes are never shed
@@ -39,9 +44,9 @@ async def test_a_request_queued_past_the_queue_timeout_is_429(
 ) -> None:
     fake_vlm.reset(Reply(delay_s=1.5, content=fake_vlm.default.content))
     async with gateway(MAX_INFLIGHT=1, MAX_QUEUED=4, QUEUE_TIMEOUT_S=0.2, **NO_LAG_CHECK) as client:
-        admitted = asyncio.create_task(client.post("/caption", json={"s3_uri": URI}))
+        admitted = asyncio.create_task(client.post("/caption", json=request(0)))
         await asyncio.sleep(0.1)
-        queued = await client.post("/caption", json={"s3_uri": URI})
+        queued = await client.post("/caption", json=request(1))
         assert not admitted.done()
         assert (await admitted).status_code == 200
     assert queued.status_code == 429
@@ -73,11 +78,10 @@ async def test_a_client_that_leaves_while_queued_never_reaches_the_vlm(
     fake_vlm.reset(Reply(delay_s=1.5, content=fake_vlm.default.content))
     served = served_gateway(MAX_INFLIGHT=1, MAX_QUEUED=8, **NO_LAG_CHECK)
     async with served as url, httpx.AsyncClient(base_url=url) as client:
-        patient = asyncio.create_task(client.post("/caption", json={"s3_uri": URI}, timeout=30))
+        patient = asyncio.create_task(client.post("/caption", json=request(0), timeout=30))
         await wait_for(lambda: len(fake_vlm.requests) == 1)
         leavers = [
-            client.post("/caption", json={"s3_uri": URI}, timeout=httpx.Timeout(10, read=0.3))
-            for _ in range(5)
+            client.post("/caption", json=request(n), timeout=httpx.Timeout(10, read=0.3)) for n in range(1, 6)
         ]
         results = await asyncio.gather(*leavers, return_exceptions=True)
         assert all(isinstance(r, httpx.ReadTimeout) for r in results)
