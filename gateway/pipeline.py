@@ -158,7 +158,7 @@ def _vocabulary(name: str | None, vocabularies: Mapping[str, Vocabulary]) -> Voc
         return None
     if name not in vocabularies:
         known = ", ".join(sorted(vocabularies)) or "none (VOCABULARIES_DIR is not set)"
-        raise InvalidInput(f"unknown vocabulary {name!r}; known: {known}", code="unknown_vocabulary")
+        raise InvalidInput(f"unknown vocabulary {quoted(name)}; known: {known}", code="unknown_vocabulary")
     return vocabularies[name]
 
 

@@ -41,7 +41,9 @@ class CaptionIn(BaseModel):
     prompt: str | None = Field(None, max_length=PROMPT_MAX_CHARS, description="Extra instructions")
     refresh: bool = Field(False, description="Caption again even if the catalogue holds this version")
     vocabulary: str | None = Field(
-        None, description="Constrain keywords to a named vocabulary (VOCABULARIES_DIR); default: the style's"
+        None,
+        max_length=NAME_MAX_CHARS,
+        description="Constrain keywords to a named vocabulary (VOCABULARIES_DIR); default: the style's",
     )
     context: bool = Field(
         False, description="Give the VLM the facts of the image's own EXIF/XMP/IPTC metadata"
