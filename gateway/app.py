@@ -66,7 +66,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    include_routers(app, keys_required=bool(settings.api_key_list))
+    include_routers(
+        app, keys_required=bool(settings.api_key_list), events_keys_required=bool(settings.events_key_list)
+    )
     register_error_handlers(app)
     policies = guard_policies(settings, app, admission)
     app.add_middleware(RequestGuard, routes=lambda: app.router.routes, policies=policies)

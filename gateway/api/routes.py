@@ -15,6 +15,7 @@ from gateway.api.deps import (
     CaptionsDep,
     CatalogueDep,
     EventsDep,
+    EventsKeyDep,
     MetricsDep,
     PipelineDep,
     SettingsDep,
@@ -38,19 +39,20 @@ from gateway.pipeline import StageTimings
 # Public and protected routers, so that which routes need a key is decided in one place: the request guard
 # (guard.py) lets through without a key only the paths of ``public_router`` (and the API docs); every other
 # route, these routers' and any added later, needs one when API_KEYS is set. ``include_routers`` then
-# declares the key on the protected routes, so the OpenAPI schema says what the deployment does. The events
-# router declares its own keys per route (POST /v1/events/s3 also takes EVENTS_TOKEN).
+# declares the key on the protected routes, so the OpenAPI schema says what the deployment does
+# (POST /v1/events/s3 takes EVENTS_TOKEN too: its own dependency, declared when either is set).
 router = APIRouter()
 public_router = APIRouter()
 
 
-def include_routers(app: FastAPI, keys_required: bool) -> None:
-    for protected in (router, catalogue_routes.router):
+def include_routers(app: FastAPI, keys_required: bool, events_keys_required: bool) -> None:
+    for protected in (router, catalogue_routes.router, events_routes.router):
         if keys_required:
             app.include_router(protected, dependencies=[ApiKeyDep], responses=PROTECTED_RESPONSES)
         else:
             app.include_router(protected)
-    app.include_router(events_routes.router)
+    intake = events_routes.intake_router
+    app.include_router(intake, dependencies=[EventsKeyDep] if events_keys_required else [])
     app.include_router(public_router)
 
 
