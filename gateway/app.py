@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -12,24 +13,29 @@ from gateway.api import captions, events
 from gateway.api.errors import register_error_handlers
 from gateway.api.middleware import RequestContextMiddleware
 from gateway.api.routes import router
+from gateway.api.schemas import add_body_schemas
 from gateway.backends.openai_chat import redact_url
 from gateway.events.runtime import open_events
 from gateway.metrics import GatewayMetrics
 from gateway.settings import Settings
+from gateway.sources.url import UrlHooks
 from gateway.wiring import open_services
 
 log = logging.getLogger("gateway")
 SLOT_WAIT_S = 30.0
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, url_hooks: UrlHooks | None = None) -> FastAPI:
+    """``url_hooks``: tests put a resolver and a loopback-only network under the URL rules."""
     metrics = GatewayMetrics(settings.prometheus_multiproc_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # An HTTP client is told to come back rather than queue without bound for an image slot.
         async with (
-            open_services(settings, metrics=metrics, slot_wait_s=SLOT_WAIT_S) as services,
+            open_services(
+                settings, metrics=metrics, slot_wait_s=SLOT_WAIT_S, url_hooks=url_hooks
+            ) as services,
             open_events(settings, services, workers=settings.event_workers, metrics=metrics) as events,
         ):
             app.state.services = services
@@ -58,7 +64,20 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(events.router)
     register_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
+    _document_caption_bodies(app)
     return app
+
+
+def _document_caption_bodies(app: FastAPI) -> None:
+    """POST /caption reads its own body (JSON or multipart): its two schemas join the generated document."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_body_schemas(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def app_from_env() -> FastAPI:

@@ -27,6 +27,7 @@ from gateway.errors import ImageTooLarge, UnsupportedImage
 # HEIC/HEIF come from pillow-heif; AVIF is Pillow's own. Registering an opener is idempotent.
 pillow_heif.register_heif_opener()
 
+SNIFF_BYTES = 16  # what Image.open reads to identify a format
 PATCH = 28  # Qwen2.5-VL: one visual token per 28x28 pixels (14-px patches, 2x2 merge)
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
 JPEG_QUALITY = 92
@@ -84,6 +85,21 @@ def fit_to_grid(width: int, height: int, budget: PixelBudget, factor: int = PATC
         h = math.ceil(height * beta / factor) * factor
         w = math.ceil(width * beta / factor) * factor
     return w, h
+
+
+def identify_format(head: bytes) -> str | None:
+    """The accepted format whose signature ``head`` (the first ``SNIFF_BYTES`` bytes) carries, or None.
+
+    Pillow's own identification: each format plugin's ``accept`` test on the bytes ``Image.open`` looks at
+    first. It runs before a download or an upload has been read whole, so a page of HTML sent for an image is
+    refused after 16 bytes rather than 20 MB; the full decode later still has the last word."""
+    Image.init()
+    for name in ACCEPTED_FORMATS:
+        accept = Image.OPEN.get(name, (None, None))[1]
+        result = accept(head) if accept is not None else False
+        if result and not isinstance(result, str):  # a string is Pillow's "recognised, but unsupported"
+            return name
+    return None
 
 
 def prepare_image(data: bytes, budget: PixelBudget, read_metadata: bool = False) -> PreparedImage:

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gateway.errors import InvalidInput
 from gateway.records import REASONING_LEVELS, ReasoningLevel
 from gateway.sources.s3_uri import parse_prefix
+from gateway.sources.url_policy import SCHEMES, HostList
 
 # Qwen2.5-VL spends one visual token per 28x28 pixels (imaging.PATCH): 1280 tokens at most, 4 at least.
 VLM_MAX_PIXELS_DEFAULT = 1280 * 28 * 28
@@ -78,6 +79,15 @@ class Settings(BaseSettings):
     vlm_min_pixels: int = Field(VLM_MIN_PIXELS_DEFAULT, alias="VLM_MIN_PIXELS", ge=ONE_TOKEN_PIXELS)
     max_concurrent_images: int = Field(4, alias="MAX_CONCURRENT_IMAGES", ge=1)
 
+    # --- images by URL: off by default, since it changes what the gateway can reach (README) -------------
+    image_url_enabled: bool = Field(False, alias="IMAGE_URL_ENABLED")
+    image_url_schemes: str = Field("https", alias="IMAGE_URL_SCHEMES")
+    image_url_allowed_ports: str = Field("", alias="IMAGE_URL_ALLOWED_PORTS")  # empty: the schemes' own
+    image_url_allow_hosts: str = Field("", alias="IMAGE_URL_ALLOW_HOSTS")
+    image_url_deny_hosts: str = Field("", alias="IMAGE_URL_DENY_HOSTS")
+    image_url_connect_timeout_s: float = Field(3.0, alias="IMAGE_URL_CONNECT_TIMEOUT_S", gt=0)
+    image_url_timeout_s: float = Field(20.0, alias="IMAGE_URL_TIMEOUT_S", gt=0)
+
     # --- the catalogue --------------------------------------------------------------------------------
     # Unset: an SQLite file under DATA_DIR (no setup); postgresql+asyncpg://... for several replicas.
     database_url: SecretStr | None = Field(None, alias="DATABASE_URL")
@@ -125,6 +135,28 @@ class Settings(BaseSettings):
             # The value is not echoed: a URL may carry credentials (user:password@host).
             raise ValueError("must be an http(s) URL such as http://localhost:8001/v1")
         return value.rstrip("/")
+
+    @field_validator("image_url_schemes")
+    @classmethod
+    def _schemes(cls, value: str) -> str:
+        schemes = [s.strip().lower() for s in value.split(",") if s.strip()]
+        if not schemes or set(schemes) - SCHEMES:
+            raise ValueError(f"must be https, http or both, comma-separated (got {value!r})")
+        return ",".join(schemes)
+
+    @field_validator("image_url_allowed_ports")
+    @classmethod
+    def _ports(cls, value: str) -> str:
+        ports = [p.strip() for p in value.split(",") if p.strip()]
+        if not all(p.isdigit() and 1 <= int(p) <= 65535 for p in ports):
+            raise ValueError(f"must be comma-separated port numbers (got {value!r})")
+        return ",".join(ports)
+
+    @field_validator("image_url_allow_hosts", "image_url_deny_hosts")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        HostList.parse(value)  # a ValueError names the bad entry
+        return value
 
     @field_validator("xmp_fields")
     @classmethod
@@ -215,6 +247,14 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite+aiosqlite:///{(self.data_dir / SQLITE_FILE).resolve()}"
+
+    @property
+    def image_url_scheme_set(self) -> frozenset[str]:
+        return frozenset(self.image_url_schemes.split(","))
+
+    @property
+    def image_url_port_set(self) -> frozenset[int]:
+        return frozenset(int(p) for p in self.image_url_allowed_ports.split(",") if p)
 
     @property
     def xmp_field_set(self) -> frozenset[str]:

@@ -13,6 +13,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import httpx
 from pydantic import SecretStr
 
 from gateway.backends.enhancer import EnhancerBackend
@@ -26,12 +27,13 @@ from gateway.pipeline import CaptionPipeline
 from gateway.settings import Settings
 from gateway.sources.s3 import S3Source, open_s3_client
 from gateway.sources.s3_writes import S3Writer
+from gateway.sources.url import UrlHooks, UrlSource
+from gateway.sources.url_policy import DEFAULT_PORTS, Endpoint, HostList, UrlPolicy
 from gateway.styles import load_styles
 from gateway.vocabularies import check_style_vocabularies, load_vocabularies
 from gateway.warmup import VocabularyWarmup
 
 if TYPE_CHECKING:
-    import httpx
     from types_aiobotocore_s3 import S3Client
 
 HEALTH_POOL_CONNECTIONS = 4
@@ -61,6 +63,37 @@ async def open_s3(settings: Settings) -> AsyncIterator[S3]:
         yield s3_on(client, settings)
 
 
+def url_policy(settings: Settings) -> UrlPolicy:
+    """The URL rules from IMAGE_URL_*, with the gateway's own backends always refused."""
+    backends = []
+    for base in (settings.vlm_base_url, settings.gpt_oss_base_url, settings.s3_endpoint_url):
+        if base:
+            url = httpx.URL(base)
+            backends.append(Endpoint(url.host, url.port or DEFAULT_PORTS.get(url.scheme, 0)))
+    return UrlPolicy(
+        schemes=settings.image_url_scheme_set,
+        ports=settings.image_url_port_set,
+        allow=HostList.parse(settings.image_url_allow_hosts),
+        deny=HostList.parse(settings.image_url_deny_hosts),
+        backends=tuple(backends),
+    )
+
+
+@asynccontextmanager
+async def open_urls(settings: Settings, hooks: UrlHooks | None = None) -> AsyncIterator[UrlSource]:
+    urls = UrlSource(
+        url_policy(settings),
+        max_bytes=settings.max_image_bytes,
+        connect_timeout_s=settings.image_url_connect_timeout_s,
+        timeout_s=settings.image_url_timeout_s,
+        hooks=hooks,
+    )
+    try:
+        yield urls
+    finally:
+        await urls.aclose()
+
+
 @asynccontextmanager
 async def open_pipeline(
     settings: Settings,
@@ -68,9 +101,12 @@ async def open_pipeline(
     s3: S3 | None = None,
     metrics: GatewayMetrics | None = None,
     slot_wait_s: float | None = None,
+    image_urls: bool | None = None,
+    url_hooks: UrlHooks | None = None,
 ) -> AsyncIterator[CaptionPipeline]:
     """The caption pipeline and its clients. Pass ``s3`` to share a client the caller already holds
-    (batch lists and writes on it), so a process opens S3 once."""
+    (batch lists and writes on it), so a process opens S3 once. ``image_urls``: whether it fetches image
+    URLs (default ``IMAGE_URL_ENABLED``; a batch fetches the URLs its operator listed)."""
     styles = load_styles(settings.styles_file)  # a bad styles file fails at start-up
     vocabularies = load_vocabularies(
         settings.vocabularies_dir, settings.vocabulary_max_terms
@@ -79,6 +115,8 @@ async def open_pipeline(
     async with AsyncExitStack() as stack:
         if s3 is None:
             s3 = await stack.enter_async_context(open_s3(settings))
+        fetch_urls = settings.image_url_enabled if image_urls is None else image_urls
+        urls = await stack.enter_async_context(open_urls(settings, url_hooks)) if fetch_urls else None
         # One small pool for readiness probes of both backends, apart from the caption pools.
         health_http = await stack.enter_async_context(
             make_http_client(None, HEALTH_TIMEOUT_S, HEALTH_POOL_CONNECTIONS)
@@ -108,6 +146,7 @@ async def open_pipeline(
         stack.callback(preparer.close)
         yield CaptionPipeline(
             source=s3.source,
+            urls=urls,
             preparer=preparer,
             vlm=VlmBackend(
                 vlm_chat,
@@ -164,13 +203,19 @@ class Services:
 
 @asynccontextmanager
 async def open_services(
-    settings: Settings, *, metrics: GatewayMetrics | None = None, slot_wait_s: float | None = None
+    settings: Settings,
+    *,
+    metrics: GatewayMetrics | None = None,
+    slot_wait_s: float | None = None,
+    url_hooks: UrlHooks | None = None,
 ) -> AsyncIterator[Services]:
     """The catalogue first: a database that cannot be migrated refuses the start before any client opens."""
     async with (
         open_catalogue(settings) as catalogue,
         open_s3(settings) as s3,
-        open_pipeline(settings, s3=s3, metrics=metrics, slot_wait_s=slot_wait_s) as pipeline,
+        open_pipeline(
+            settings, s3=s3, metrics=metrics, slot_wait_s=slot_wait_s, url_hooks=url_hooks
+        ) as pipeline,
     ):
         read_cache = settings.cache == "on"
         captions = CaptionService(pipeline, catalogue, read_cache=read_cache, metrics=metrics)

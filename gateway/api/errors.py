@@ -27,6 +27,8 @@ _STATUS: list[tuple[type[errors.GatewayError], int, str]] = [
     (errors.AccessDenied, 403, "permission_error"),
     (errors.SourceUnavailable, 503, "service_unavailable_error"),
     (errors.GatewayBusy, 503, "service_unavailable_error"),
+    (errors.ImageUrlFailed, 502, "bad_gateway_error"),
+    (errors.ImageUrlTimeout, 504, "timeout_error"),
     (errors.BackendUnavailable, 503, "service_unavailable_error"),
     (errors.BackendTimeout, 504, "timeout_error"),
     (errors.BackendBadResponse, 502, "bad_gateway_error"),
@@ -61,8 +63,10 @@ def error_response(
 async def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.GatewayError)
     status, kind = status_of(exc)
-    headers = {"Retry-After": str(math.ceil(exc.retry_after))} if exc.retry_after and status == 503 else None
-    return error_response(status, exc.message, kind, exc.code, headers)
+    headers = {"Retry-After": str(math.ceil(exc.retry_after))} if exc.retry_after and status == 503 else {}
+    if getattr(request.state, "body_unread", False):
+        headers["Connection"] = "close"  # refused mid-upload: the rest of the body is not read
+    return error_response(status, exc.message, kind, exc.code, headers or None)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -107,11 +111,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         401: "Missing or wrong API key (when API_KEYS is set)",
         403: "S3 refused access: a credentials or permission problem",
         404: "No such S3 bucket or key, or no catalogue entry with that id",
-        413: "The image has too many bytes or pixels",
-        415: "Not an image, an unsupported format, truncated or empty",
-        422: "Malformed body or query: bad s3_uri, style, language, vocabulary, reasoning level or cursor",
-        502: "The VLM refused the request or answered something unusable",
+        413: "The image has too many bytes or pixels (an upload is refused as soon as it passes the cap)",
+        415: "Not an image (an upload or a URL's content sniffed), an unsupported format, truncated or empty",
+        422: "Malformed body or query: not exactly one image, bad s3_uri, base64 or upload, an image URL the "
+        "gateway will not fetch (image_url_forbidden, image_url_disabled), bad style, language, vocabulary, "
+        "reasoning level or cursor",
+        502: "The VLM refused the request or answered something unusable; an image URL's server unreachable, "
+        "answering an error or redirecting too often",
         503: "S3, the VLM, the catalogue or the gateway itself unavailable or overloaded (see Retry-After)",
-        504: "The VLM did not answer within VLM_TIMEOUT_S",
+        504: "The VLM did not answer within VLM_TIMEOUT_S; an image URL within IMAGE_URL_TIMEOUT_S",
     }.items()
 }

@@ -19,9 +19,10 @@ from gateway.api.deps import (
     WarmupDep,
 )
 from gateway.api.errors import ERROR_RESPONSES
+from gateway.api.inputs import CaptionBody, read_json
 from gateway.api.schemas import (
+    CAPTION_REQUEST_BODY,
     BackendStatus,
-    CaptionIn,
     CaptionOut,
     CatalogueStatus,
     HealthOut,
@@ -29,9 +30,10 @@ from gateway.api.schemas import (
     StylesOut,
     VocabularyStatus,
 )
-from gateway.errors import CatalogueUnavailable
+from gateway.api.uploads import read_upload
+from gateway.errors import CatalogueUnavailable, InvalidInput
 from gateway.languages import LANGUAGES
-from gateway.pipeline import StageTimings
+from gateway.pipeline import CaptionPipeline, StageTimings
 
 router = APIRouter()
 
@@ -42,12 +44,25 @@ router = APIRouter()
     response_model_exclude_none=True,
     responses=ERROR_RESPONSES,
     dependencies=[ApiKeyDep],
+    openapi_extra=CAPTION_REQUEST_BODY,
 )
-async def caption(body: CaptionIn, request: Request, captions: CaptionsDep) -> CaptionOut:
+async def caption(request: Request, captions: CaptionsDep, settings: SettingsDep) -> CaptionOut:
+    """Caption one image, named by JSON (`s3_uri`, `image_url`, or its bytes as `image_base64`) or sent as a
+    multipart upload (`file`, with the same fields as form fields)."""
     timings = StageTimings()
     request.state.timings = timings  # the access log reports them, for failed requests too
-    served = await captions.caption(body.to_request(), refresh=body.refresh, timings=timings)
+    body = await _caption_body(request, captions.pipeline, settings.max_image_bytes)
+    served = await captions.caption(body.request, refresh=body.refresh, timings=timings)
     return CaptionOut(**dict(served.record), cached=served.cached)
+
+
+async def _caption_body(request: Request, pipeline: CaptionPipeline, max_image_bytes: int) -> CaptionBody:
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media == "multipart/form-data":
+        return await read_upload(request, pipeline, max_image_bytes)
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise InvalidInput(f"send application/json, or multipart/form-data with a file (not {media[:80]})")
+    return await read_json(request, pipeline, max_image_bytes)
 
 
 @router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})

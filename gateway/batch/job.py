@@ -100,6 +100,8 @@ class Captioner:
     async def caption_item(self, item: Item) -> Outcome:
         timings = StageTimings()
         try:
+            if item.is_url:
+                return await self._caption_url(item, timings)
             if item.etag is None and item.done_etag is not None:
                 # A URI list has no ETags: S3 is asked only for URIs DEST already holds.
                 item = replace(item, etag=await self._s3.source.head_etag(parse_s3_uri(item.uri)))
@@ -115,16 +117,22 @@ class Captioner:
             log.exception("unexpected error on %s", item.uri)
             return _failed(item, "internal_error", f"{type(exc).__name__}: {exc}", timings)
 
+    async def _caption_url(self, item: Item, timings: StageTimings) -> Outcome:
+        result = await self._pipeline.caption(replace(self._request, image_url=item.uri), timings)
+        line = CaptionLine.of(result.record(), None, dict(timings.ms))
+        await self._writeback.apply(line)  # refused (write_back_needs_s3) when write-back is asked for
+        return Captioned(line, result.params)
+
 
 def _failed(item: Item, reason: str, message: str, timings: StageTimings) -> Failed:
-    return Failed(
-        FailureLine(s3_uri=item.uri, etag=item.etag, reason=reason, message=message, timings=timings.ms)
-    )
+    where = {"image_url": item.uri, "s3_uri": None} if item.is_url else {"s3_uri": item.uri}
+    return Failed(FailureLine(**where, etag=item.etag, reason=reason, message=message, timings=timings.ms))
 
 
 @asynccontextmanager
 async def open_captioner(settings: Settings, options: BatchOptions, s3: S3) -> AsyncIterator[Captioner]:
-    async with open_pipeline(settings, s3=s3) as pipeline:
+    # A batch fetches the URLs its operator listed (under the URL rules), whatever IMAGE_URL_ENABLED says.
+    async with open_pipeline(settings, s3=s3, image_urls=True) as pipeline:
         yield Captioner(pipeline, s3, options, settings)
 
 
@@ -194,6 +202,8 @@ async def _pending(job: Job) -> AsyncIterator[Item]:
         job.progress.listed(listed)
         if item.etag is not None and job.done.is_done(item.uri, item.etag):
             job.progress.advance("skipped")
+        elif item.is_url and item.uri in job.done.etags:
+            job.progress.advance("skipped")  # a URL in DEST is done: resume does not fetch it again
         elif item.etag is None and item.uri in job.done.etags:
             yield Item(item.uri, done_etag=job.done.etags[item.uri])
         else:

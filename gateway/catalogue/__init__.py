@@ -11,7 +11,7 @@ from gateway.catalogue.queue import (
     QueueStats,
 )
 from gateway.catalogue.search import CaptionQuery
-from gateway.catalogue.store import Catalogue, Page
+from gateway.catalogue.store import Catalogue, Page, identity_of
 
 __all__ = [
     "QUEUE_STATES",
@@ -24,5 +24,6 @@ __all__ = [
     "Page",
     "QueueError",
     "QueueStats",
+    "identity_of",
     "open_catalogue",
 ]

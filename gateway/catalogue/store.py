@@ -29,9 +29,15 @@ UNIQUE = ("identity", "params_key")  # one row per image version and parameters
 EXPORT_BATCH = 500
 
 
-def identity_of(s3_uri: str, etag: str) -> str:
-    """One image version: the object and the ETag S3 gave it."""
-    return f"{s3_uri}@{etag}"
+def identity_of(s3_uri: str | None, etag: str | None, sha256: str | None = None) -> str:
+    """One image version: an S3 object and the ETag S3 gave it, ``s3://bucket/key@etag``; bytes sent or
+    fetched from a URL are their own version, ``sha256:<hex>`` (a URL's content can change, its bytes
+    cannot, so a URL is kept by what it served)."""
+    if s3_uri:
+        return f"{s3_uri}@{etag or ''}"
+    if not sha256:
+        raise ValueError("an image without an S3 URI is kept by its SHA-256")
+    return f"sha256:{sha256}"
 
 
 @dataclass(frozen=True)
@@ -53,11 +59,9 @@ class Catalogue:
         """False for a few seconds after the database failed: callers skip it rather than wait."""
         return self.database.up
 
-    async def lookup(self, s3_uri: str, etag: str, params: CaptionParams) -> CatalogueEntry | None:
-        """The stored result for this image version and these params, if any."""
-        stmt = select(captions).where(
-            captions.c.identity == identity_of(s3_uri, etag), captions.c.params_key == params.key()
-        )
+    async def lookup(self, identity: str, params: CaptionParams) -> CatalogueEntry | None:
+        """The stored result for this image version (``identity_of``) and these params, if any."""
+        stmt = select(captions).where(captions.c.identity == identity, captions.c.params_key == params.key())
         async with self.database.connect() as connection:
             row = (await connection.execute(stmt)).first()
         return _entry(row) if row is not None else None
@@ -130,17 +134,21 @@ class Catalogue:
 
 
 def _values(line: CaptionLine, params: CaptionParams, source: Origin) -> dict[str, Any]:
-    location = parse_s3_uri(line.s3_uri)
+    location = parse_s3_uri(line.s3_uri) if line.s3_uri else None
     now = datetime.now(UTC)
+    record = line.model_dump(mode="json", exclude_none=True, exclude={"etag", "timings"})
+    if line.image_url:
+        record["image_url"] = kept_url(line.image_url)
     return {
-        "identity": identity_of(line.s3_uri, line.etag),
+        "identity": identity_of(line.s3_uri, line.etag, line.image_sha256),
         "params_key": params.key(),
         "s3_uri": line.s3_uri,
-        "bucket": location.bucket,
-        "key": location.key,
+        "bucket": location.bucket if location else None,
+        "key": location.key if location else None,
         "etag": line.etag,
+        "image_sha256": line.image_sha256,
         "params": params.model_dump(mode="json"),
-        "record": line.model_dump(mode="json", exclude_none=True, exclude={"etag", "timings"}),
+        "record": record,
         "timings": line.timings,
         **_search_text(line, None),
         "source": source,
@@ -148,6 +156,12 @@ def _values(line: CaptionLine, params: CaptionParams, source: Origin) -> dict[st
         "created_at": now,
         "updated_at": now,
     }
+
+
+def kept_url(url: str) -> str:
+    """A URL as the catalogue keeps it: without its query and fragment, where a signed URL carries its
+    credentials (``X-Amz-Signature=...``); the response to the request echoes it whole."""
+    return url.split("#", 1)[0].split("?", 1)[0]
 
 
 def _search_text(line: CaptionLine, edited: EditedFields | None) -> dict[str, str]:

@@ -13,7 +13,7 @@ from functools import cached_property
 from typing import Literal
 
 from gateway.caching import Coalescer
-from gateway.catalogue import Catalogue, ObjectVersion
+from gateway.catalogue import Catalogue, ObjectVersion, identity_of
 from gateway.pipeline import CaptionPipeline, CaptionRequest, StageTimings
 from gateway.records import CaptionLine, CaptionParams
 from gateway.sources.s3_uri import S3Location
@@ -44,7 +44,7 @@ class EventCaptioner:
         # answered by captioning the current one, and its own event then finds the work done.
         with timings.stage("s3_head"):
             etag = await self._pipeline.source.head_etag(location)
-        if await self._catalogue.lookup(location.uri, etag, self.params) is not None:
+        if await self._catalogue.lookup(identity_of(location.uri, etag), self.params) is not None:
             return "catalogued"
         # Two rows for one version (its event and an older one's) in hand at once make one model call.
         await self._coalescer.run((location.uri, etag), lambda: self._compute(location.uri, timings))

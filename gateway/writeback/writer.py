@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from gateway.errors import XmpNameCollision
+from gateway.errors import InvalidInput, XmpNameCollision
 from gateway.records import CaptionLine
 from gateway.settings import WRITE_BACK_MODES, XMP_FIELD_NAMES, Settings, XmpName
 from gateway.sources.s3 import S3Source
@@ -105,6 +105,14 @@ class WriteBack:
         """Runs before the line reaches DEST, so a line in DEST means its write-back is done too.
 
         The XMP sidecar goes first: a stem-name collision is refused before anything else is written."""
+        if not self.modes:
+            return
+        if not line.s3_uri:
+            raise InvalidInput(
+                "write-back writes beside an S3 object; an image from a URL has none (leave --write-back out "
+                "for URL lists)",
+                code="write_back_needs_s3",
+            )
         image = parse_s3_uri(line.s3_uri)
         if "xmp" in self.modes:
             await self._xmp(image, line)
