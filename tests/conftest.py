@@ -18,6 +18,7 @@ import pytest
 from tests.support.events import session_webhook
 from tests.support.fake_openai import FakeOpenAI, FakeServer, Reply, structured
 from tests.support.gateway import BUCKET, SEED, GatewayFactory, gateway_factory, json_enhancement
+from tests.support.loopback import Connections, guard_connections
 from tests.support.s3_server import ACCESS_KEY, SECRET_KEY, S3Server, start_s3_server
 
 if TYPE_CHECKING:  # imported by pytest_plugins below; importing it here first would skip assert rewriting
@@ -95,3 +96,10 @@ def gateway(s3_server: S3Server, fake_vlm: FakeOpenAI, fake_enhancer: FakeOpenAI
             "S3_TIMEOUT_S": 5,
         }
     )
+
+
+@pytest.fixture
+def connections() -> Iterator[Connections]:
+    """Every httpcore connection the test makes, recorded; any beyond loopback refused before its socket."""
+    with guard_connections() as seen:
+        yield seen
