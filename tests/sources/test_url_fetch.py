@@ -110,7 +110,9 @@ async def test_each_redirect_hop_is_looked_up_once_and_checked_again(
     assert [r.path for r in web.requests] == ["/hop/1"]
 
 
-async def test_three_redirects_are_followed_and_a_fourth_is_not(web: WebServer, connections: Connections) -> None:
+async def test_three_redirects_are_followed_and_a_fourth_is_not(
+    web: WebServer, connections: Connections
+) -> None:
     urls = client(web)
     try:
         fetched = await urls.fetch(web.url("/hop/3"))

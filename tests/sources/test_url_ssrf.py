@@ -1,4 +1,4 @@
-"""Server-side request forgery: hostile image URLs, every one refused before any connection to where it points.
+"""Server-side request forgery: hostile image URLs, each refused before any connection to where it points.
 
 Each row is fetched by the gateway's URL client with every port of the test listeners allowed, so only the
 address rules stand between the URL and a listener that records who connects. The process-wide guard
@@ -38,7 +38,9 @@ class Targets:
 
 @pytest.fixture
 async def targets() -> AsyncIterator[Targets]:
-    servers = Targets(await listener(), await listener("127.0.0.2"), await WebServer().start(), await listener())
+    servers = Targets(
+        await listener(), await listener("127.0.0.2"), await WebServer().start(), await listener()
+    )
     yield servers
     for server in (servers.inside, servers.inside2, servers.redirector, servers.backend):
         await server.stop()

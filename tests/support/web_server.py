@@ -113,7 +113,10 @@ class WebServer:
 
     async def _photo(self, writer: asyncio.StreamWriter, query: dict[str, str]) -> None:
         await self._answer(
-            writer, "200 OK", {"Content-Type": "image/jpeg", "Content-Length": str(len(self.image))}, self.image
+            writer,
+            "200 OK",
+            {"Content-Type": "image/jpeg", "Content-Length": str(len(self.image))},
+            self.image,
         )
 
     async def _redirect(self, writer: asyncio.StreamWriter, query: dict[str, str]) -> None:
