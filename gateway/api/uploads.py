@@ -80,14 +80,14 @@ class _Form:
                 raise InvalidInput("send one image: a second `file` part", code="invalid_upload")
             self.file, self._in_file = bytearray(), True
         elif name in self.fields:
-            raise InvalidInput(f"the form field {name!r} is sent twice", code="invalid_upload")
+            raise InvalidInput(f"the form field {name[:64]!r} is sent twice", code="invalid_upload")
         else:
             self._field, self._name = bytearray(), name
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         if self._in_file:
             assert self.file is not None
-            self.file += data[start:end]
+            self.file += memoryview(data)[start:end]
             self.digest.update(data[start:end])
             if len(self.file) > self.max_file_bytes:
                 raise ImageTooLarge(
@@ -98,7 +98,11 @@ class _Form:
         elif self._field is not None:
             self._field += data[start:end]
             if len(self._field) > FIELD_MAX_BYTES:
-                raise InvalidInput(f"the form field {self._name!r} exceeds {FIELD_MAX_BYTES} bytes")
+                raise InvalidInput(
+                    f"form field {self._name[:64]!r} exceeds {FIELD_MAX_BYTES} bytes "
+                    "(send an image as `file`)",
+                    code="invalid_upload",
+                )
 
     def _part_end(self) -> None:
         if self._in_file:

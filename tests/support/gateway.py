@@ -16,6 +16,7 @@ from PIL import Image
 
 from gateway.app import create_app
 from gateway.settings import Settings
+from gateway.sources.url import UrlHooks
 from tests.support import images
 from tests.support.fake_openai import FakeOpenAI
 
@@ -48,14 +49,17 @@ def gateway_factory(base: dict[str, Any]) -> GatewayFactory:
     """``async with factory(SETTING=value, ...) as client``: the app with its lifespan, on ``base`` settings.
 
     Swapping the fakes for real vLLM servers is one change: pass VLM_BASE_URL / GPT_OSS_BASE_URL.
+    ``url_hooks`` puts a test resolver (or TLS trust) under the image-URL client.
     """
 
     @asynccontextmanager
-    async def open_gateway(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async def open_gateway(
+        url_hooks: UrlHooks | None = None, **overrides: Any
+    ) -> AsyncIterator[httpx.AsyncClient]:
         # A fresh catalogue (SQLite under a new DATA_DIR) for every gateway: no test sees another's captions.
         with tempfile.TemporaryDirectory(prefix="florence-gateway-") as data_dir:
             settings = Settings(**{"DATA_DIR": data_dir, **base, **overrides})
-            app = create_app(settings)
+            app = create_app(settings, url_hooks=url_hooks)
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
             async with app.router.lifespan_context(app):
                 async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
@@ -90,3 +94,13 @@ def sent_parts(fake: FakeOpenAI, index: int = -1) -> list[str]:
     """The user message's parts in order, as ``"image"`` or their text: where each piece sits."""
     content = fake.requests[index]["messages"][-1]["content"]
     return ["image" if part["type"] == "image_url" else part["text"] for part in content]
+
+
+def url_settings(*servers: Any) -> dict[str, str]:
+    """Image URLs on, for test web servers on 127.0.0.1 (plain http on their own ports) and nothing else."""
+    return {
+        "IMAGE_URL_ENABLED": "true",
+        "IMAGE_URL_SCHEMES": "http,https",
+        "IMAGE_URL_ALLOWED_PORTS": ",".join(str(server.port) for server in servers),
+        "IMAGE_URL_ALLOW_HOSTS": "127.0.0.1/32",
+    }
