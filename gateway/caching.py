@@ -98,8 +98,14 @@ class CaptionService:
         self, request: CaptionRequest, *, refresh: bool = False, timings: StageTimings | None = None
     ) -> Served:
         timings = timings if timings is not None else StageTimings()
-        params = self.pipeline.params_for(request)  # a bad style or language: 422 before any call
-        if self.pipeline.check_input(request) != "s3":
+        try:
+            params = self.pipeline.params_for(request)  # a bad style or language: 422 before any call
+            kind = self.pipeline.check_input(request)
+        except BaseException:
+            if request.image is not None:
+                request.image.release()  # an upload refused for its fields gives its slot back at once
+            raise
+        if kind != "s3":
             return await self._caption_bytes(request, params, refresh, timings)
         etag = None
         if self._reading(refresh):

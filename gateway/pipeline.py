@@ -11,15 +11,13 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
 from gateway.backends.enhancer import EnhancerBackend
 from gateway.backends.vlm import CaptionSpec, VlmBackend, VlmCaption
 from gateway.context import context_from
-from gateway.errors import EnhancementFailed, ImageUrlForbidden, InvalidInput
+from gateway.errors import EnhancementFailed, ImageUrlForbidden
 from gateway.grounding import AddedTerm
 from gateway.imaging import ImagePreparer, PreparedImage
-from gateway.languages import LANGUAGES
 from gateway.metrics import GatewayMetrics
 from gateway.records import (
     AddedTermRecord,
@@ -29,6 +27,9 @@ from gateway.records import (
     ContextRecord,
     ReasoningLevel,
 )
+from gateway.requests import CaptionRequest as CaptionRequest  # re-exported: callers import it from here
+from gateway.requests import InputKind
+from gateway.requests import caption_spec as caption_spec
 from gateway.sources.held import HeldImage, Lease
 from gateway.sources.images import ImageSources
 from gateway.sources.s3 import S3Source
@@ -37,42 +38,9 @@ from gateway.sources.url import UrlSource
 from gateway.styles import (
     ALT_TEXT_MAX_CHARS,
     ALT_TEXT_STYLE,
-    DEFAULT_STYLE_DETAILED,
-    DEFAULT_STYLE_SHORT,
     Style,
 )
 from gateway.vocabularies import Vocabulary
-
-InputKind = Literal["s3", "bytes", "url"]
-ONE_INPUT = "give exactly one image: s3_uri, image_base64, image_url, or a multipart file"
-
-
-@dataclass(frozen=True)
-class CaptionRequest:
-    s3_uri: str = ""
-    detailed: bool = True
-    use_gpt_oss: bool | None = None
-    reasoning_level: ReasoningLevel | None = None
-    style: str | None = None
-    language: str | None = None
-    prompt: str | None = None
-    vocabulary: str | None = None  # a VOCABULARIES_DIR name; default: the style's own, if it names one
-    context: bool = False  # give the VLM the facts of the image's own metadata
-    image: HeldImage | None = None  # bytes the caller already holds (an upload, base64), with their slot
-    image_url: str | None = None  # fetched by the gateway under the URL rules (sources/url.py)
-
-    def input_kind(self) -> InputKind:
-        """Which one image this request names; more or fewer than one is a 422."""
-        given: list[InputKind] = []
-        if self.s3_uri:
-            given.append("s3")
-        if self.image is not None:
-            given.append("bytes")
-        if self.image_url is not None:
-            given.append("url")
-        if len(given) != 1:
-            raise InvalidInput(ONE_INPUT + (f"; got {', '.join(given)}" if given else ""))
-        return given[0]
 
 
 @dataclass
@@ -154,36 +122,6 @@ class PipelineHealth:
     enhancer: bool | None  # None: not checked, because enhancement is off by default
 
 
-def caption_spec(
-    styles: Mapping[str, Style], request: CaptionRequest, vocabularies: Mapping[str, Vocabulary] | None = None
-) -> CaptionSpec:
-    """Validates the request's style, language and vocabulary before any backend (or batch output) is
-    touched."""
-    name = request.style or (DEFAULT_STYLE_DETAILED if request.detailed else DEFAULT_STYLE_SHORT)
-    if name not in styles:
-        raise InvalidInput(
-            f"unknown style {name!r}; valid styles: {', '.join(sorted(styles))}", code="unknown_style"
-        )
-    language = (request.language or "en").lower()
-    if language not in LANGUAGES:
-        raise InvalidInput(
-            f"unsupported language {request.language!r}; supported: {', '.join(LANGUAGES)}",
-            code="unsupported_language",
-        )
-    style = styles[name]
-    vocabulary = _vocabulary(request.vocabulary or style.vocabulary, vocabularies or {})
-    return CaptionSpec(style, language, request.prompt, vocabulary, request.context)
-
-
-def _vocabulary(name: str | None, vocabularies: Mapping[str, Vocabulary]) -> Vocabulary | None:
-    if name is None:
-        return None
-    if name not in vocabularies:
-        known = ", ".join(sorted(vocabularies)) or "none (VOCABULARIES_DIR is not set)"
-        raise InvalidInput(f"unknown vocabulary {name!r}; known: {known}", code="unknown_vocabulary")
-    return vocabularies[name]
-
-
 class CaptionPipeline:
     def __init__(
         self,
@@ -242,7 +180,12 @@ class CaptionPipeline:
 
     async def caption(self, request: CaptionRequest, timings: StageTimings | None = None) -> CaptionResult:
         timings = timings if timings is not None else StageTimings()
-        self.params_for(request)  # a bad style, language or vocabulary: refused before any download
+        try:
+            self.params_for(request)  # a bad style, language or vocabulary: refused before any download
+        except BaseException:
+            if request.image is not None:
+                request.image.release()
+            raise
         held = await self.hold(request, timings)
         return await self.caption_held(request, held, timings)
 

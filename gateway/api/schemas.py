@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from gateway.pipeline import ONE_INPUT, CaptionRequest
 from gateway.records import CaptionRecord, ReasoningLevel
+from gateway.requests import ONE_INPUT, CaptionRequest
 from gateway.sources.url import MAX_URL_CHARS
 
 PROMPT_MAX_CHARS = 1000
