@@ -63,10 +63,8 @@ def error_response(
 async def _gateway_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.GatewayError)
     status, kind = status_of(exc)
-    headers = {"Retry-After": str(math.ceil(exc.retry_after))} if exc.retry_after and status == 503 else {}
-    if getattr(request.state, "body_unread", False):
-        headers["Connection"] = "close"  # refused mid-upload: the rest of the body is not read
-    return error_response(status, exc.message, kind, exc.code, headers or None)
+    headers = {"Retry-After": str(math.ceil(exc.retry_after))} if exc.retry_after and status == 503 else None
+    return error_response(status, exc.message, kind, exc.code, headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

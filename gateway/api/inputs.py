@@ -4,6 +4,10 @@
 FastAPI would read a whole body before the handler runs; here every body is read with a cap while it
 streams, and a body that can only be an image's bytes (a JSON body past ``SLOT_ABOVE_BYTES``, any upload)
 takes one of the pipeline's image slots before more of it is read, and hands that slot on with the bytes.
+
+A body refused part-way is answered at once and never read further here. The connection is not closed on
+it: closing a socket with unread data resets it, and the client could lose the 413 it was sent. The server
+(uvicorn) drops whatever of the body still arrives, without holding it, and the connection can be reused.
 """
 
 from __future__ import annotations
@@ -34,12 +38,6 @@ class CaptionBody:
     refresh: bool
 
 
-def body_unread(request: Request) -> None:
-    """Marks a request refused before its body was read whole: the error answer closes the connection
-    rather than read the rest (``api/errors.py``)."""
-    request.state.body_unread = True
-
-
 def base64_cap(max_image_bytes: int) -> int:
     """The longest base64 text of an image within ``MAX_IMAGE_BYTES``, padding and line breaks allowed for."""
     chars = -(-max_image_bytes // 3) * 4
@@ -50,7 +48,6 @@ async def read_json(request: Request, pipeline: CaptionPipeline, max_image_bytes
     cap = base64_cap(max_image_bytes) + ENVELOPE_BYTES
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > cap:
-        body_unread(request)
         raise ImageTooLarge(f"the JSON body is {length} bytes; the limit is {cap} (from MAX_IMAGE_BYTES)")
     lease: Lease | None = None
     try:
@@ -58,7 +55,6 @@ async def read_json(request: Request, pipeline: CaptionPipeline, max_image_bytes
         async for chunk in request.stream():
             body += chunk
             if len(body) > cap:
-                body_unread(request)
                 raise ImageTooLarge(f"the JSON body exceeds {cap} bytes (from MAX_IMAGE_BYTES)")
             if lease is None and len(body) > SLOT_ABOVE_BYTES:
                 lease = await pipeline.lease()  # an image is arriving: it holds a slot from here on

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from gateway.api.inputs import ENVELOPE_BYTES, CaptionBody, body_unread
+from gateway.api.inputs import ENVELOPE_BYTES, CaptionBody
 from gateway.api.schemas import IMAGE_FIELDS, CaptionFields
 from gateway.errors import ImageTooLarge, InvalidInput, UnsupportedImage
 from gateway.imaging import SNIFF_BYTES, identify_format
@@ -122,7 +122,7 @@ def _sniff(head: bytes) -> None:
     if identify_format(head) is None:
         raise UnsupportedImage(
             "the uploaded file is not an image in a supported format (JPEG, PNG, WebP, GIF, BMP, TIFF, "
-            "HEIC/HEIF, AVIF); the rest was not read",
+            "HEIC/HEIF, AVIF), by its first bytes",
             code="unsupported_image",
         )
 
@@ -140,7 +140,6 @@ async def read_upload(request: Request, pipeline: CaptionPipeline, max_image_byt
     cap = max_image_bytes + ENVELOPE_BYTES
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > cap:
-        body_unread(request)
         raise ImageTooLarge(f"the upload is {length} bytes; the limit is {max_image_bytes} (MAX_IMAGE_BYTES)")
     lease = await pipeline.lease()  # before the first byte: the upload is an image arriving
     try:
@@ -166,11 +165,7 @@ async def _parse(request: Request, boundary: bytes, max_image_bytes: int, cap: i
             if received > cap:
                 raise ImageTooLarge(f"the upload exceeds {cap} bytes (MAX_IMAGE_BYTES and its form fields)")
             parser.write(chunk)
-    except (ImageTooLarge, UnsupportedImage, InvalidInput):
-        body_unread(request)
-        raise
     except ValueError as exc:  # python-multipart's MultipartParseError
-        body_unread(request)
         raise InvalidInput(f"a malformed multipart body: {exc}", code="invalid_upload") from None
     if not form.ended:
         raise InvalidInput("the multipart body ended before its closing boundary", code="invalid_upload")

@@ -154,7 +154,6 @@ async def test_uploads_and_base64_over_the_cap_or_not_images_are_refused(
         no_file = await client.post("/caption", files={"photo": ("a.jpg", PHOTO)})
         also_s3 = await client.post("/caption", files={"file": ("a.jpg", PHOTO)}, data={"s3_uri": "s3://b/k"})
     assert (upload.status_code, upload.json()["error"]["code"]) == (413, "image_too_large")
-    assert upload.headers["connection"] == "close"  # the rest of the upload is not read
     assert (encoded.status_code, encoded.json()["error"]["code"]) == (413, "image_too_large")
     assert (text.status_code, text.json()["error"]["code"]) == (415, "unsupported_image")
     assert (nothing.status_code, nothing.json()["error"]["code"]) == (415, "image_empty")
