@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 HASH_IN_THREAD_BYTES = 1 << 20  # hashlib releases the GIL: a large image is hashed off the event loop
 
@@ -21,10 +21,6 @@ class Lease:
 
     def __init__(self, release: Callable[[], None]) -> None:
         self._release: Callable[[], None] | None = release
-
-    @property
-    def held(self) -> bool:
-        return self._release is not None
 
     def release(self) -> None:
         release, self._release = self._release, None
@@ -41,17 +37,11 @@ class HeldImage:
     lease: Lease
     etag: str | None = None  # S3's version of the object, for S3 images
     fetched_url: str | None = None  # where a URL's bytes came from, after redirects
-    _released: bool = field(default=False, repr=False)
 
     def release(self) -> None:
         """Drops the bytes and gives the slot back (idempotent): called once they are decoded or unneeded."""
         self.data = b""
-        self._released = True
         self.lease.release()
-
-    @property
-    def released(self) -> bool:
-        return self._released
 
 
 async def sha256_of(data: bytes) -> str:
