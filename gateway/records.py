@@ -21,6 +21,8 @@ Origin = Literal["api", "batch", "event"]
 ORIGINS: tuple[Origin, ...] = ("api", "batch", "event")
 ReviewStatus = Literal["pending", "approved", "rejected", "edited"]
 REVIEW_STATUSES: tuple[ReviewStatus, ...] = ("pending", "approved", "rejected", "edited")
+Decision = Literal["pending", "approved", "rejected"]  # what a person sets; "edited" follows from an edit
+WriteBackStatus = Literal["deferred", "done", "failed"]
 
 
 class CaptionParams(BaseModel):
@@ -162,6 +164,17 @@ class EditedFields(BaseModel):
     keywords: list[str] | None = None
 
 
+class WriteBackState(BaseModel):
+    """What was written beside the image for this entry, or is waiting for a person's approval."""
+
+    status: WriteBackStatus = Field(
+        description="deferred: waits for approval (REVIEW_REQUIRED); done: written; failed: see error"
+    )
+    modes: list[str] = Field(description="sidecar, tags, xmp: what was (or will be) written")
+    at: datetime | None = Field(None, description="When it was written or failed")
+    error: str | None = Field(None, description="Why it failed (code: message)")
+
+
 class CatalogueEntry(CaptionLine):
     """A record as the catalogue keeps and serves it: the batch line (record, ETag, timings), then its id,
     where its review stands, where it came from, when, and what made it. ``GET /v1/captions`` answers these;
@@ -174,3 +187,13 @@ class CatalogueEntry(CaptionLine):
     updated_at: datetime
     params: CaptionParams
     edited: EditedFields | None = None
+    write_back: WriteBackState | None = None
+
+    def approved_line(self) -> CaptionLine:
+        """The line write-back writes on approval: the model's record with a person's edits in place."""
+        line = CaptionLine.model_validate(self.model_dump(include=set(CaptionLine.model_fields)))
+        if self.edited is None:
+            return line
+        # Only the fields a line has: an alt-text edit reaches write-back once records carry alt text.
+        edits = self.edited.model_dump(exclude_none=True)
+        return line.model_copy(update={k: v for k, v in edits.items() if k in CaptionLine.model_fields})

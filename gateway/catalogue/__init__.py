@@ -10,6 +10,7 @@ from gateway.catalogue.queue import (
     QueueError,
     QueueStats,
 )
+from gateway.catalogue.review import ReviewStore
 from gateway.catalogue.search import CaptionQuery
 from gateway.catalogue.store import Catalogue, Page, identity_of
 
@@ -24,6 +25,7 @@ __all__ = [
     "Page",
     "QueueError",
     "QueueStats",
+    "ReviewStore",
     "identity_of",
     "open_catalogue",
 ]
