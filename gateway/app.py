@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from gateway.api import captions, events
+from gateway.api import captions, events, review, thumbnails
 from gateway.api.errors import register_error_handlers
 from gateway.api.middleware import RequestContextMiddleware
 from gateway.api.routes import router
@@ -62,6 +62,8 @@ def create_app(settings: Settings, *, url_hooks: UrlHooks | None = None) -> Fast
     app.include_router(router)
     app.include_router(captions.router)
     app.include_router(events.router)
+    app.include_router(review.router)
+    app.include_router(thumbnails.router)
     register_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     _document_caption_bodies(app)

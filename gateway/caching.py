@@ -19,7 +19,7 @@ from gateway.catalogue import Catalogue, identity_of
 from gateway.errors import CatalogueUnavailable
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import CaptionPipeline, CaptionRequest, StageTimings
-from gateway.records import CaptionLine, CaptionParams, CaptionRecord, Origin
+from gateway.records import CaptionLine, CaptionParams, CaptionRecord, Origin, WriteBackState
 from gateway.sources.held import HeldImage
 from gateway.sources.s3_uri import parse_s3_uri
 
@@ -181,13 +181,28 @@ class CaptionService:
             self._metrics.cache.labels(outcome).inc()
 
 
-async def keep(catalogue: Catalogue, line: CaptionLine, params: CaptionParams, source: Origin) -> int | None:
+async def keep(
+    catalogue: Catalogue,
+    line: CaptionLine,
+    params: CaptionParams,
+    source: Origin,
+    write_back: WriteBackState | None = None,
+) -> int | None:
     """Stores a result; a catalogue that cannot take it is logged, never a lost caption."""
     try:
-        return await catalogue.store(line, params, source)
+        return await catalogue.store(line, params, source, write_back=write_back)
     except CatalogueUnavailable as exc:
         what = line.s3_uri or f"sha256:{line.image_sha256}"
-        log.info("caption of %s not kept in the catalogue: %s", what, exc.message)
+        if write_back is not None and write_back.status == "deferred":
+            # Nobody can approve what the catalogue does not hold: say so louder than a lost cache entry.
+            log.warning(
+                "caption of %s not kept in the catalogue (%s): it cannot be reviewed, and nothing was "
+                "written beside it (REVIEW_REQUIRED)",
+                what,
+                exc.message,
+            )
+        else:
+            log.info("caption of %s not kept in the catalogue: %s", what, exc.message)
         return None
 
 

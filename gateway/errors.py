@@ -127,6 +127,12 @@ class CaptionNotFound(GatewayError):
     code = "caption_not_found"
 
 
+class ReviewConflict(GatewayError):
+    """The entry is not in a state this review action applies to (a write-back retry of an unapproved one)."""
+
+    code = "review_conflict"
+
+
 class CatalogueRefused(GatewayError):
     """The database cannot be used as it is (a schema newer than this release, say): refuse to start."""
 

@@ -14,7 +14,9 @@ import asyncio
 import io
 import logging
 import math
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from typing import Any
@@ -31,6 +33,7 @@ SNIFF_BYTES = 16  # what Image.open reads to identify a format
 PATCH = 28  # Qwen2.5-VL: one visual token per 28x28 pixels (14-px patches, 2x2 merge)
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
 JPEG_QUALITY = 92
+THUMBNAIL_QUALITY = 82  # a preview for people, not input for the VLM: smaller files matter more
 ORIENTATION_TAG = 0x0112
 EXIF_IFD, GPS_IFD = 0x8769, 0x8825
 DATE_TIME_ORIGINAL, DATE_TIME = 0x9003, 0x0132
@@ -103,14 +106,34 @@ def identify_format(head: bytes) -> str | None:
 
 
 def prepare_image(data: bytes, budget: PixelBudget, read_metadata: bool = False) -> PreparedImage:
-    if not data:
-        raise UnsupportedImage("the object is empty (0 bytes)", code="image_empty")
-    image = _open(data, budget)
-    try:
+    with _opened(data, budget) as image:
         # Read from the bytes already in memory, before decoding: no second download, no extra decode.
         metadata = raw_metadata(image) if read_metadata else None
         prepared = _prepare_open(image, data, budget)
         return prepared if metadata is None else _with(prepared, metadata)
+
+
+def make_thumbnail(data: bytes, size: int, budget: PixelBudget) -> bytes:
+    """A JPEG preview whose longer side is at most ``size`` pixels, upright and in sRGB, for the review
+    page. The same checks as a caption's image (``budget.max_source_pixels`` from the header)."""
+    with _opened(data, budget) as image:
+        orientation = _orientation(image)
+        if image.format in ("JPEG", "MPO"):
+            image.draft(image.mode, (size, size))  # DCT scaling: a 24 MP photo decodes at 1/8 size
+        image.load()
+        rgb = _to_srgb_rgb(_upright(image, orientation))
+        rgb.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        return _encode_jpeg(rgb, THUMBNAIL_QUALITY)
+
+
+@contextmanager
+def _opened(data: bytes, budget: PixelBudget) -> Iterator[Image.Image]:
+    """The image, header-checked; whatever its decoding raises is mapped to the gateway's errors."""
+    if not data:
+        raise UnsupportedImage("the object is empty (0 bytes)", code="image_empty")
+    image = _open(data, budget)
+    try:
+        yield image
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc), code="image_too_many_pixels") from None
     except MemoryError:
@@ -293,9 +316,9 @@ def _flatten(image: Image.Image) -> Image.Image:
     return image
 
 
-def _encode_jpeg(image: Image.Image) -> bytes:
+def _encode_jpeg(image: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
     out = io.BytesIO()
-    image.save(out, format="JPEG", quality=JPEG_QUALITY)
+    image.save(out, format="JPEG", quality=quality)
     return out.getvalue()
 
 
@@ -309,6 +332,10 @@ class ImagePreparer:
     async def prepare(self, data: bytes, read_metadata: bool = False) -> PreparedImage:
         work = partial(prepare_image, data, self.budget, read_metadata)
         return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+
+    async def thumbnail(self, data: bytes, size: int) -> bytes:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, make_thumbnail, data, size, self.budget)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

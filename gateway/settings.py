@@ -37,7 +37,7 @@ XMP_FIELD_NAMES = (
     "hierarchical_subject",
 )
 XmpName = Literal["full", "stem"]
-WRITE_BACK_MODES = ("sidecar", "tags", "xmp")
+WRITE_BACK_MODES = ("sidecar", "tags", "xmp")  # gateway/writeback writes each of them
 
 
 class Settings(BaseSettings):
@@ -112,6 +112,12 @@ class Settings(BaseSettings):
     events_max_attempts: int = Field(5, alias="EVENTS_MAX_ATTEMPTS", ge=1, le=100)
     events_lease_s: float = Field(60.0, alias="EVENTS_LEASE_S", ge=1)
     events_backoff_s: float = Field(10.0, alias="EVENTS_BACKOFF_S", gt=0)
+
+    # --- review (the /review page) ---------------------------------------------------------------------
+    # What an approval writes (any of sidecar,tags,xmp); empty: approving only records the decision.
+    review_write_back: str = Field("", alias="REVIEW_WRITE_BACK")
+    # True: batch and event captions are written back only once a person approves them.
+    review_required: bool = Field(False, alias="REVIEW_REQUIRED")
 
     # --- the HTTP server -------------------------------------------------------------------------------
     api_keys: SecretStr | None = Field(None, alias="API_KEYS")
@@ -205,9 +211,9 @@ class Settings(BaseSettings):
             raise ValueError(f"must start with one of {', '.join(DATABASE_SCHEMES)}")
         return value
 
-    @field_validator("events_write_back")
+    @field_validator("events_write_back", "review_write_back")
     @classmethod
-    def _events_write_back(cls, value: str) -> str:
+    def _write_back_modes(cls, value: str) -> str:
         modes = [m.strip().lower() for m in value.split(",") if m.strip()]
         if modes == ["none"]:
             return ""
@@ -259,6 +265,10 @@ class Settings(BaseSettings):
     @property
     def xmp_field_set(self) -> frozenset[str]:
         return frozenset(self.xmp_fields.split(",")) if self.xmp_fields else frozenset()
+
+    @property
+    def review_write_back_modes(self) -> frozenset[str]:
+        return frozenset(self.review_write_back.split(",")) if self.review_write_back else frozenset()
 
     @cached_property
     def api_key_list(self) -> tuple[str, ...]:

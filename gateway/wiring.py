@@ -24,14 +24,17 @@ from gateway.catalogue import Catalogue, open_catalogue
 from gateway.imaging import ImagePreparer, PixelBudget
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import CaptionPipeline
+from gateway.review import ReviewService
 from gateway.settings import Settings
 from gateway.sources.s3 import S3Source, open_s3_client
 from gateway.sources.s3_writes import S3Writer
 from gateway.sources.url import UrlHooks, UrlSource
 from gateway.sources.url_policy import DEFAULT_PORTS, Endpoint, HostList, UrlPolicy
 from gateway.styles import load_styles
+from gateway.thumbnails import Thumbnails
 from gateway.vocabularies import check_style_vocabularies, load_vocabularies
 from gateway.warmup import VocabularyWarmup
+from gateway.writeback import require_libxmp
 
 if TYPE_CHECKING:
     from types_aiobotocore_s3 import S3Client
@@ -191,14 +194,17 @@ async def _open_chat(
 
 @dataclass(frozen=True)
 class Services:
-    """Everything the HTTP app serves from: S3, the pipeline, the catalogue and the cache in front, and the
-    vocabularies' warm-up (running in the background while the app serves)."""
+    """Everything the HTTP app serves from: S3, the pipeline, the catalogue and the cache in front, the
+    vocabularies' warm-up (running in the background while the app serves), and the review page's two
+    services (decisions with their write-back, previews)."""
 
     s3: S3
     pipeline: CaptionPipeline
     catalogue: Catalogue
     captions: CaptionService
     warmup: VocabularyWarmup
+    review: ReviewService
+    thumbnails: Thumbnails
 
 
 @asynccontextmanager
@@ -210,6 +216,7 @@ async def open_services(
     url_hooks: UrlHooks | None = None,
 ) -> AsyncIterator[Services]:
     """The catalogue first: a database that cannot be migrated refuses the start before any client opens."""
+    check_review_settings(settings)
     async with (
         open_catalogue(settings) as catalogue,
         open_s3(settings) as s3,
@@ -220,14 +227,21 @@ async def open_services(
         read_cache = settings.cache == "on"
         captions = CaptionService(pipeline, catalogue, read_cache=read_cache, metrics=metrics)
         warmup = VocabularyWarmup(pipeline.vlm, pipeline.styles, pipeline.vocabularies)
+        review = ReviewService(catalogue, s3.source, s3.writer, settings)
         # In the background: readiness reports it, and no request waits for it.
         warming = asyncio.create_task(warmup.run(), name="vocabulary-warmup")
         try:
-            yield Services(s3, pipeline, catalogue, captions, warmup)
+            yield Services(s3, pipeline, catalogue, captions, warmup, review, Thumbnails(pipeline))
         finally:
             warming.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await warming
+
+
+def check_review_settings(settings: Settings) -> None:
+    """XMP write-back on approval needs the Exempi library: refused at start, not at the first approval."""
+    if "xmp" in settings.review_write_back_modes:
+        require_libxmp()
 
 
 def _secret(value: SecretStr | None) -> str | None:

@@ -15,11 +15,22 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.support.batch import BatchBucket, new_bucket
 from tests.support.events import session_webhook
 from tests.support.fake_openai import FakeOpenAI, FakeServer, Reply, structured
-from tests.support.gateway import BUCKET, SEED, GatewayFactory, gateway_factory, json_enhancement
+from tests.support.gateway import (
+    BUCKET,
+    SEED,
+    GatewayFactory,
+    ServerFactory,
+    gateway_factory,
+    gateway_server_factory,
+    json_enhancement,
+)
 from tests.support.loopback import Connections, guard_connections
+from tests.support.review import put_scenes
 from tests.support.s3_server import ACCESS_KEY, SECRET_KEY, S3Server, start_s3_server
+from tests.support.scenes import SCENES
 
 if TYPE_CHECKING:  # imported by pytest_plugins below; importing it here first would skip assert rewriting
     from tests.support.postgres import PostgresServer
@@ -85,17 +96,36 @@ def catalogue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.create_database(f"t_{uuid.uuid4().hex[:12]}")
 
 
+def _against_fakes(s3_server: S3Server, fake_vlm: FakeOpenAI, fake_enhancer: FakeOpenAI) -> dict[str, Any]:
+    return {
+        "S3_ENDPOINT_URL": s3_server.endpoint_url,
+        "VLM_BASE_URL": fake_vlm.base_url,
+        "GPT_OSS_BASE_URL": fake_enhancer.base_url,
+        "S3_TIMEOUT_S": 5,
+    }
+
+
 @pytest.fixture
 def gateway(s3_server: S3Server, fake_vlm: FakeOpenAI, fake_enhancer: FakeOpenAI) -> GatewayFactory:
     """``async with gateway(SETTING=value, ...) as client``: the app with its lifespan, against the fakes."""
-    return gateway_factory(
-        {
-            "S3_ENDPOINT_URL": s3_server.endpoint_url,
-            "VLM_BASE_URL": fake_vlm.base_url,
-            "GPT_OSS_BASE_URL": fake_enhancer.base_url,
-            "S3_TIMEOUT_S": 5,
-        }
-    )
+    return gateway_factory(_against_fakes(s3_server, fake_vlm, fake_enhancer))
+
+
+@pytest.fixture
+def gateway_server(s3_server: S3Server, fake_vlm: FakeOpenAI, fake_enhancer: FakeOpenAI) -> ServerFactory:
+    """``async with gateway_server(SETTING=value, ...) as served``: the same app on a real 127.0.0.1 port,
+    for a browser (``served.url``) and plain HTTP (``served.client``)."""
+    return gateway_server_factory(_against_fakes(s3_server, fake_vlm, fake_enhancer))
+
+
+@pytest.fixture
+def scene_bucket(s3_server: S3Server) -> Iterator[BatchBucket]:
+    """A fresh bucket holding the drawn scenes (``tests/support/scenes.py``): what a review writes beside an
+    image is this test's alone."""
+    bucket = new_bucket(s3_server, prefix="review")
+    put_scenes(bucket.client, bucket.name, SCENES)
+    yield bucket
+    bucket.remove()
 
 
 @pytest.fixture

@@ -91,3 +91,17 @@ def test_events_settings_read_as_the_batch_flags_do(monkeypatch: pytest.MonkeyPa
     assert "events-secret-token" not in repr(settings)
     monkeypatch.setenv("EVENTS_WRITE_BACK", "none")
     assert Settings().events_write_back_modes == frozenset()
+
+
+def test_review_write_back_names_modes_and_a_bad_one_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REVIEW_WRITE_BACK", " xmp, sidecar,xmp ")
+    monkeypatch.setenv("REVIEW_REQUIRED", "true")
+    settings = Settings()
+    assert settings.review_write_back_modes == {"xmp", "sidecar"}
+    assert settings.review_required is True
+    monkeypatch.setenv("REVIEW_WRITE_BACK", "sidecar,exif")
+    assert main(["serve"]) == 1
+    err = capsys.readouterr().err
+    assert "review_write_back" in err.lower() and "exif" in err and "sidecar, tags, xmp" in err

@@ -19,6 +19,7 @@ log = logging.getLogger("gateway.errors")
 _STATUS: list[tuple[type[errors.GatewayError], int, str]] = [
     (errors.InvalidInput, 422, "invalid_request_error"),
     (errors.CaptionNotFound, 404, "not_found_error"),
+    (errors.ReviewConflict, 409, "conflict_error"),
     (errors.CatalogueUnavailable, 503, "service_unavailable_error"),
     (errors.ImageTooLarge, 413, "request_too_large_error"),
     (errors.RequestTooLarge, 413, "request_too_large_error"),
@@ -119,4 +120,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
         503: "S3, the VLM, the catalogue or the gateway itself unavailable or overloaded (see Retry-After)",
         504: "The VLM did not answer within VLM_TIMEOUT_S; an image URL within IMAGE_URL_TIMEOUT_S",
     }.items()
+}
+# Only the review routes answer 409: declared on them, not on every route.
+REVIEW_RESPONSES: dict[int | str, dict[str, object]] = {
+    **ERROR_RESPONSES,
+    409: {
+        "model": ErrorEnvelope,
+        "description": "The entry's state does not allow this (a write-back retry of an unapproved entry)",
+    },
 }

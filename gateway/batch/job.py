@@ -13,7 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from gateway.batch.output import DoneIndex, LocalJsonl, Mode, Output
@@ -30,7 +30,7 @@ from gateway.errors import (
     OutputFailed,
 )
 from gateway.pipeline import CaptionPipeline, CaptionRequest, StageTimings, caption_spec
-from gateway.records import CaptionLine, CaptionParams, FailureLine
+from gateway.records import CaptionLine, CaptionParams, FailureLine, WriteBackState
 from gateway.settings import Settings, XmpName
 from gateway.sources.s3_uri import parse_prefix, parse_s3_uri
 from gateway.styles import load_styles
@@ -66,6 +66,7 @@ class BatchOptions:
 class Captioned:
     line: CaptionLine
     params: CaptionParams  # what made it: the catalogue keys the line on it
+    write_back: WriteBackState | None = None  # what was written beside the image, or deferred to approval
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,9 @@ class Captioner:
         self._pipeline = pipeline
         self._s3 = s3
         self._request = options.request
+        # REVIEW_REQUIRED: nothing is written beside an image until a person approves its caption; the
+        # catalogue keeps the modes asked for, and the approval writes them (gateway/review.py).
+        self._deferred = settings.review_required
         config = WriteBackConfig.from_settings(
             settings,
             options.write_back,
@@ -109,8 +113,7 @@ class Captioner:
                     return Skipped(item.uri)
             result = await self._pipeline.caption(replace(self._request, s3_uri=item.uri), timings)
             line = CaptionLine.of(result.record(), result.etag, dict(timings.ms))
-            await self._writeback.apply(line)
-            return Captioned(line, result.params)
+            return Captioned(line, result.params, await self._write_back(line))
         except GatewayError as exc:
             return _failed(item, exc.code, exc.message, timings)
         except Exception as exc:  # a bug must not stop 5 million images; it is reported with the image
@@ -120,8 +123,17 @@ class Captioner:
     async def _caption_url(self, item: Item, timings: StageTimings) -> Outcome:
         result = await self._pipeline.caption(replace(self._request, image_url=item.uri), timings)
         line = CaptionLine.of(result.record(), None, dict(timings.ms))
-        await self._writeback.apply(line)  # refused (write_back_needs_s3) when write-back is asked for
-        return Captioned(line, result.params)
+        # Refused (write_back_needs_s3) when write-back is asked for: there is nothing beside a URL to write.
+        return Captioned(line, result.params, await self._write_back(line))
+
+    async def _write_back(self, line: CaptionLine) -> WriteBackState | None:
+        modes = sorted(self._writeback.modes)
+        if not modes:
+            return None
+        if self._deferred:
+            return WriteBackState(status="deferred", modes=modes)
+        await self._writeback.apply(line)  # a failure fails the image: its line never reaches DEST
+        return WriteBackState(status="done", modes=modes, at=datetime.now(UTC))
 
 
 def _failed(item: Item, reason: str, message: str, timings: StageTimings) -> Failed:
@@ -168,7 +180,8 @@ class Job:
                 await self.output.write(outcome.line)
             except (GatewayError, OSError) as exc:  # S3 refusing a part, or a local disk that is full
                 raise OutputFailed(self.cannot_write(exc)) from None
-            await keep(self.catalogue, outcome.line, outcome.params, "batch")  # after DEST: never instead
+            # After DEST, never instead of it.
+            await keep(self.catalogue, outcome.line, outcome.params, "batch", outcome.write_back)
             self.progress.advance("done")
 
     def cannot_write(self, exc: GatewayError | OSError) -> str:

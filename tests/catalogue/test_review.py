@@ -24,8 +24,8 @@ PARAMS = CaptionParams(
 
 def line(key: str, caption: str, keywords: tuple[str, ...] = ("umbrella", "street")) -> CaptionLine:
     return CaptionLine(
-        caption=caption, enhanced=False, s3_uri=f"s3://photos/{key}", style="detailed", keywords=list(keywords),
-        models={"vlm": "qwen"}, usage={}, etag="e1", timings={},
+        caption=caption, enhanced=False, s3_uri=f"s3://photos/{key}", style="detailed",
+        keywords=list(keywords), models={"vlm": "qwen"}, usage={}, etag="e1", timings={},
     )  # fmt: skip
 
 
@@ -108,8 +108,8 @@ async def test_a_catalogue_from_before_review_upgrades_with_its_entries(catalogu
         await connection.run_sync(_upgrade_to, "0002")  # the revision before review
         await connection.execute(
             text(
-                "INSERT INTO captions (identity, params_key, s3_uri, bucket, key, etag, params, record, timings,"
-                " caption, keywords, visible_text, source, status, created_at, updated_at) VALUES ("
+                "INSERT INTO captions (identity, params_key, s3_uri, bucket, key, etag, params, record,"
+                " timings, caption, keywords, visible_text, source, status, created_at, updated_at) VALUES ("
                 "'s3://photos/old.jpg@e1', :key, 's3://photos/old.jpg', 'photos', 'old.jpg', 'e1', :params,"
                 " :record, '{}', 'An old caption.', '', '', 'api', 'approved', :now, :now)"
             ),

@@ -3,22 +3,27 @@ read what it sent to a fake backend. Fixtures live in ``tests/conftest.py``; tes
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import uvicorn
 from PIL import Image
+from starlette.types import ASGIApp
 
 from gateway.app import create_app
 from gateway.settings import Settings
 from gateway.sources.url import UrlHooks
 from tests.support import images
 from tests.support.fake_openai import FakeOpenAI
+from tests.support.processes import free_port
 
 BUCKET = "test-bucket"
 SEED: dict[str, Callable[[], bytes]] = {
@@ -66,6 +71,51 @@ def gateway_factory(base: dict[str, Any]) -> GatewayFactory:
                     yield client
 
     return open_gateway
+
+
+@dataclass(frozen=True)
+class ServedGateway:
+    """The gateway on a real 127.0.0.1 port (a browser needs one); ``client`` talks to the same port."""
+
+    url: str
+    client: httpx.AsyncClient
+    settings: Settings
+
+
+ServerFactory = Callable[..., AbstractAsyncContextManager[ServedGateway]]
+
+
+@asynccontextmanager
+async def serving(app: ASGIApp) -> AsyncIterator[str]:
+    """``app`` served by uvicorn in this event loop (its lifespan included) on a free port: its base URL."""
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn stopped before it started (see the log above)")
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def gateway_server_factory(base: dict[str, Any]) -> ServerFactory:
+    """``async with factory(SETTING=value, ...) as served``: like ``gateway_factory``, over a real port."""
+
+    @asynccontextmanager
+    async def open_server(**overrides: Any) -> AsyncIterator[ServedGateway]:
+        with tempfile.TemporaryDirectory(prefix="florence-gateway-") as data_dir:
+            settings = Settings(**{"DATA_DIR": data_dir, **base, **overrides})
+            async with serving(create_app(settings)) as url:
+                async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                    yield ServedGateway(url, client, settings)
+
+    return open_server
 
 
 def json_enhancement(
