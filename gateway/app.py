@@ -14,6 +14,7 @@ from gateway.api.errors import register_error_handlers
 from gateway.api.middleware import RequestContextMiddleware
 from gateway.api.routes import router
 from gateway.api.schemas import add_body_schemas
+from gateway.api.web import web_router
 from gateway.backends.openai_chat import redact_url
 from gateway.events.runtime import open_events
 from gateway.metrics import GatewayMetrics
@@ -64,6 +65,7 @@ def create_app(settings: Settings, *, url_hooks: UrlHooks | None = None) -> Fast
     app.include_router(events.router)
     app.include_router(review.router)
     app.include_router(thumbnails.router)
+    app.include_router(web_router())
     register_error_handlers(app)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     _document_caption_bodies(app)
