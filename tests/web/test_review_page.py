@@ -62,6 +62,8 @@ async def test_keyboard_review_writes_the_edited_caption_to_xmp_and_a_rejection_
         await page.keyboard.press("e")  # an edit, cancelled with Esc, changes nothing
         caption_box = first.locator("form.edit textarea[name=caption]")
         await expect(caption_box).to_be_focused()
+        await expect(first.locator(".caption")).to_be_hidden()  # the form takes the text's place
+        await expect(first.get_by_role("button", name="Approve")).to_be_hidden()
         await page.keyboard.press("Control+a")
         await page.keyboard.type("A draft nobody saves.")
         await page.keyboard.press("Escape")
