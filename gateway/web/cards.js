@@ -70,6 +70,7 @@ function fillFacts(facts, item, shown) {
     for (const part of values) row.append(part instanceof Node ? wrap(part) : el("dd", part));
     facts.append(row);
   };
+  if (item.headline) add("Headline", item.headline);
   if (shown.alt_text) add("Alt text", shown.alt_text);
   if (edited.alt_text && item.alt_text) add("Model's alt text", item.alt_text, "model-fact");
   if (shown.keywords.length) add("Keywords", chips(shown.keywords));

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.support.batch import BatchBucket
-from tests.support.exiftool import exiftool_json
+from tests.support.exiftool import exiftool_x
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.gateway import GatewayFactory
 from tests.support.review import caption_scenes, catalogue_ids
@@ -36,14 +36,18 @@ async def catalogued(client: httpx.AsyncClient, fake_vlm: FakeOpenAI, bucket: Ba
 async def test_an_approved_edit_is_written_back_and_a_rejection_writes_nothing(
     gateway: GatewayFactory, catalogue_url: str, fake_vlm: FakeOpenAI, bucket: BatchBucket, tmp_path: Path
 ) -> None:
-    edit = {"caption": "A ketch moored in Honfleur harbour at dawn.", "keywords": ["ketch", "Honfleur"]}
+    edit = {
+        "caption": "A ketch moored in Honfleur harbour at dawn.",
+        "keywords": ["ketch", "Honfleur"],
+        "alt_text": "Sailing boat on a calm sea at sunrise.",
+    }
     async with gateway(DATABASE_URL=catalogue_url, REVIEW_WRITE_BACK="sidecar,xmp") as client:
         harbour, cafe, _ = await catalogued(client, fake_vlm, bucket)
         edited = await client.patch(f"/v1/captions/{harbour}", json=edit)
         assert edited.status_code == 200, edited.text
         assert edited.json()["status"] == "edited"
         assert edited.json()["caption"] == HARBOUR.caption  # the model's text, kept beside the edit
-        assert edited.json()["edited"] == {**edit, "alt_text": None}
+        assert edited.json()["edited"] == edit
         assert edited.json().get("write_back") is None
         assert bucket.keys(HARBOUR.key + ".") == []  # an edit alone writes nothing
 
@@ -58,9 +62,12 @@ async def test_an_approved_edit_is_written_back_and_a_rejection_writes_nothing(
     assert (sidecar["caption"], sidecar["keywords"]) == (edit["caption"], edit["keywords"])
     xmp = tmp_path / "harbour.xmp"
     xmp.write_bytes(bucket.get(HARBOUR.key + ".xmp"))
-    read = exiftool_json(xmp)
-    assert read["Description"] == edit["caption"]
-    assert read["Subject"] == edit["keywords"]
+    read = exiftool_x(xmp)
+    assert read["XMP-dc:Description"] == edit["caption"]
+    assert read["XMP-dc:Subject"] == edit["keywords"]
+    assert (
+        read["XMP-iptcCore:AltTextAccessibility"] == edit["alt_text"]
+    )  # an edited alt text, in IPTC's field
     assert rejected["status"] == "rejected" and rejected.get("write_back") is None
     assert bucket.keys(CAFE.key + ".") == []
     assert [item["id"] for item in found] == [harbour]
