@@ -17,7 +17,7 @@ from typing import Any
 
 from gateway.catalogue import Catalogue, ReviewStore
 from gateway.errors import GatewayError, ReviewConflict
-from gateway.records import CatalogueEntry, Decision, WriteBackState
+from gateway.records import CatalogueEntry, Decision, WriteBackState, WriteBackStatus
 from gateway.settings import Settings
 from gateway.sources.s3 import S3Source
 from gateway.sources.s3_writes import S3Writer
@@ -36,6 +36,9 @@ class ReviewService:
         self._settings = settings  # XMP_FIELDS and XMP_NAME, as batch writes them
         self.write_back = settings.review_write_back_modes
         self._writing = asyncio.Semaphore(WRITE_BACK_CONCURRENCY)
+        # One writer per (modes, language), reused: a writer guards the stem-named XMP sidecars it is
+        # writing (XMP_NAME=stem), so two approvals at once cannot both claim IMG_1.xmp.
+        self._writers: dict[tuple[frozenset[str], str], WriteBack] = {}
 
     async def edit(
         self, caption_id: int, edits: Mapping[str, Any], decision: Decision | None = None
@@ -71,8 +74,7 @@ class ReviewService:
 
     async def _write(self, entry: CatalogueEntry) -> CatalogueEntry:
         modes = self.modes_for(entry)
-        config = WriteBackConfig.from_settings(self._settings, modes, language=entry.params.language)
-        writer = WriteBack(self._source, self._writer, config)
+        writer = self._writer_for(modes, entry.params.language)
         async with self._writing:
             try:
                 await writer.apply(entry.approved_line())
@@ -83,6 +85,13 @@ class ReviewService:
                 state = _state("done", modes)
         return await self._store.record_write_back(entry.id, state)
 
+    def _writer_for(self, modes: frozenset[str], language: str) -> WriteBack:
+        key = (modes, language)
+        if key not in self._writers:
+            config = WriteBackConfig.from_settings(self._settings, modes, language=language)
+            self._writers[key] = WriteBack(self._source, self._writer, config)
+        return self._writers[key]
 
-def _state(status: Any, modes: frozenset[str], error: str | None = None) -> WriteBackState:
+
+def _state(status: WriteBackStatus, modes: frozenset[str], error: str | None = None) -> WriteBackState:
     return WriteBackState(status=status, modes=sorted(modes), at=datetime.now(UTC), error=error)
