@@ -2,8 +2,9 @@
 // (j/k move, a approve, r reject, e edit, Esc cancel). Status messages go to a polite live region, errors to
 // an alert, and focus always stays on the card being reviewed.
 
-import { Api, ApiError } from "./api.js";
+import { Api } from "./api.js";
 import { basename, changesFrom, closeEditor, fill, newCard, openEditor } from "./cards.js";
+import { announce, askKey, clearError, showError } from "./messages.js";
 import { Thumbs } from "./thumbs.js";
 
 const PAGE_SIZE = 24; // ?limit=N in the address asks for another size (1-200, the API's limit)
@@ -20,55 +21,6 @@ const state = {
 
 const api = new Api(askKey);
 const thumbs = new Thumbs(api);
-
-// --- messages ---------------------------------------------------------------------------------------------
-function announce(text) {
-  const region = $("status");
-  region.textContent = ""; // a repeat of the same words is announced again
-  window.setTimeout(() => {
-    region.textContent = text;
-  }, 30);
-}
-
-function showError(error) {
-  const alert = $("alert");
-  alert.textContent = error instanceof ApiError ? `${error.message} (${error.code})` : String(error.message || error);
-  alert.hidden = false;
-}
-
-function clearError() {
-  $("alert").hidden = true;
-  $("alert").textContent = "";
-}
-
-// --- the API key --------------------------------------------------------------------------------------------
-function askKey(refused) {
-  const dialog = $("key-dialog");
-  const form = $("key-form");
-  const error = $("key-error");
-  error.hidden = !refused;
-  error.textContent = refused ? "That key was refused; try another." : "";
-  form.reset();
-  return new Promise((resolve, reject) => {
-    let given = null;
-    const submit = (event) => {
-      event.preventDefault();
-      given = $("key-input").value.trim();
-      if (given) dialog.close();
-    };
-    const closed = () => {
-      form.removeEventListener("submit", submit);
-      dialog.removeEventListener("close", closed);
-      $("key-button").hidden = false;
-      if (given) resolve(given);
-      else reject(new ApiError(401, "invalid_api_key", "This gateway needs an API key"));
-    };
-    form.addEventListener("submit", submit);
-    dialog.addEventListener("close", closed);
-    dialog.showModal();
-    $("key-input").focus();
-  });
-}
 
 // --- cards and focus ----------------------------------------------------------------------------------------
 function cards() {
