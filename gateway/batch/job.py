@@ -13,7 +13,7 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from gateway.batch.output import DoneIndex, LocalJsonl, Mode, Output
@@ -113,7 +113,9 @@ class Captioner:
                     return Skipped(item.uri)
             result = await self._pipeline.caption(replace(self._request, s3_uri=item.uri), timings)
             line = CaptionLine.of(result.record(), result.etag, dict(timings.ms))
-            return Captioned(line, result.params, await self._write_back(line))
+            # A write-back failure fails the image: its line never reaches DEST.
+            written = await self._writeback.apply_or_defer(line, defer=self._deferred)
+            return Captioned(line, result.params, written)
         except GatewayError as exc:
             return _failed(item, exc.code, exc.message, timings)
         except Exception as exc:  # a bug must not stop 5 million images; it is reported with the image
@@ -124,16 +126,8 @@ class Captioner:
         result = await self._pipeline.caption(replace(self._request, image_url=item.uri), timings)
         line = CaptionLine.of(result.record(), None, dict(timings.ms))
         # Refused (write_back_needs_s3) when write-back is asked for: there is nothing beside a URL to write.
-        return Captioned(line, result.params, await self._write_back(line))
-
-    async def _write_back(self, line: CaptionLine) -> WriteBackState | None:
-        modes = sorted(self._writeback.modes)
-        if not modes:
-            return None
-        if self._deferred:
-            return WriteBackState(status="deferred", modes=modes)
-        await self._writeback.apply(line)  # a failure fails the image: its line never reaches DEST
-        return WriteBackState(status="done", modes=modes, at=datetime.now(UTC))
+        written = await self._writeback.apply_or_defer(line, defer=self._deferred)
+        return Captioned(line, result.params, written)
 
 
 def _failed(item: Item, reason: str, message: str, timings: StageTimings) -> Failed:

@@ -13,9 +13,10 @@ import posixpath
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from gateway.errors import InvalidInput, XmpNameCollision
-from gateway.records import CaptionLine
+from gateway.records import CaptionLine, WriteBackState
 from gateway.settings import WRITE_BACK_MODES, XMP_FIELD_NAMES, Settings, XmpName
 from gateway.sources.s3 import S3Source
 from gateway.sources.s3_uri import S3Location, parse_s3_uri
@@ -121,6 +122,18 @@ class WriteBack:
             await self._writer.put(self.sidecar_location(image), body.encode("utf-8"), "application/json")
         if "tags" in self.modes:
             await self._writer.merge_tags(image, tags_for(line), TAG_PREFIX)
+
+    async def apply_or_defer(self, line: CaptionLine, *, defer: bool) -> WriteBackState | None:
+        """What a producer (batch, the event workers) does with a new caption: writes it now, or with
+        ``REVIEW_REQUIRED`` (``defer``) writes nothing and says which modes wait for a person's approval.
+        The catalogue keeps the answer beside the entry; None when no mode is on."""
+        modes = sorted(self.modes)
+        if not modes:
+            return None
+        if defer:
+            return WriteBackState(status="deferred", modes=modes)
+        await self.apply(line)
+        return WriteBackState(status="done", modes=modes, at=datetime.now(UTC))
 
     async def _xmp(self, image: S3Location, line: CaptionLine) -> None:
         location = xmp_location(image, self.config.xmp_name)
