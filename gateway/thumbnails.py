@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from gateway.pipeline import CaptionPipeline
+from gateway.pipeline import CaptionPipeline, StageTimings
 from gateway.sources.s3_uri import parse_s3_uri
 
 MAX_SIZE = 512
@@ -48,7 +48,10 @@ class Thumbnails:
             etag = thumbnail_etag(await source.head_etag(location), size)
             if matches(if_none_match, etag):
                 return Thumbnail(etag, None)
-        async with self._pipeline.image_slot():
-            obj = await source.fetch(location)
-            jpeg = await self._pipeline.preparer.thumbnail(obj.data, size)
-        return Thumbnail(thumbnail_etag(obj.etag, size), jpeg)
+        # Under one of the pipeline's image slots, like a caption: previews never hold more originals at once.
+        held = await self._pipeline.images.from_s3(location, StageTimings().stage)
+        try:
+            jpeg = await self._pipeline.preparer.thumbnail(held.data, size)
+        finally:
+            held.release()
+        return Thumbnail(thumbnail_etag(held.etag or "", size), jpeg)
