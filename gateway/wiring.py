@@ -17,16 +17,17 @@ import httpx
 from pydantic import SecretStr
 
 from gateway.backends.enhancer import EnhancerBackend
-from gateway.backends.openai_chat import HEALTH_TIMEOUT_S, ChatClient, make_http_client
+from gateway.backends.openai_chat import HEALTH_TIMEOUT_S, ChatClient, auth_headers
 from gateway.backends.vlm import VlmBackend
 from gateway.caching import CaptionService
 from gateway.catalogue import Catalogue, open_catalogue
+from gateway.http_client import make_http_client
 from gateway.imaging import ImagePreparer, PixelBudget
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import CaptionPipeline
 from gateway.review import ReviewService
 from gateway.settings import Settings
-from gateway.sources.s3 import S3Source, open_s3_client
+from gateway.sources.s3 import S3Source, open_s3_client, tls_verify
 from gateway.sources.s3_writes import S3Writer
 from gateway.sources.url import UrlHooks, UrlSource
 from gateway.sources.url_policy import DEFAULT_PORTS, Endpoint, HostList, UrlPolicy
@@ -44,26 +45,33 @@ HEALTH_POOL_CONNECTIONS = 4
 
 @dataclass(frozen=True)
 class S3:
-    """Reads and writes on one client (one connection pool)."""
+    """Reads and writes on one aiobotocore client, object bodies on one pooled HTTP client."""
 
     source: S3Source
     writer: S3Writer
 
 
-def s3_on(client: S3Client, settings: Settings) -> S3:
-    source = S3Source(client, max_bytes=settings.max_image_bytes, timeout_s=settings.s3_timeout_s)
+def s3_on(client: S3Client, http: httpx.AsyncClient, settings: Settings) -> S3:
+    source = S3Source(client, http, max_bytes=settings.max_image_bytes, timeout_s=settings.s3_timeout_s)
     return S3(source, S3Writer(source))
 
 
 @asynccontextmanager
 async def open_s3(settings: Settings) -> AsyncIterator[S3]:
-    async with open_s3_client(
-        region=settings.aws_region,
-        endpoint_url=settings.s3_endpoint_url,
-        timeout_s=settings.s3_timeout_s,
-        max_connections=settings.max_concurrency,
-    ) as client:
-        yield s3_on(client, settings)
+    async with AsyncExitStack() as stack:
+        client = await stack.enter_async_context(
+            open_s3_client(
+                region=settings.aws_region,
+                endpoint_url=settings.s3_endpoint_url,
+                timeout_s=settings.s3_timeout_s,
+                max_connections=settings.max_concurrency,
+            )
+        )
+        # Presigned GETs of object bodies: the same pool kind, limits and timeouts as the model servers'.
+        http = await stack.enter_async_context(
+            make_http_client(None, settings.s3_timeout_s, settings.max_concurrency, verify=tls_verify())
+        )
+        yield s3_on(client, http, settings)
 
 
 def url_policy(settings: Settings) -> UrlPolicy:
@@ -185,7 +193,7 @@ async def _open_chat(
 ) -> ChatClient:
     """A pooled client for one model server, with its own key and timeout."""
     http = await stack.enter_async_context(
-        make_http_client(_secret(api_key), timeout_s, settings.max_concurrency)
+        make_http_client(auth_headers(_secret(api_key)), timeout_s, settings.max_concurrency)
     )
     return ChatClient(
         name, base_url, http, max_attempts=settings.backend_max_attempts, health_http=health_http

@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.support.processes import free_port
@@ -30,6 +31,7 @@ class Reply:
     finish_reason: str = "stop"
     status: int = 200
     delay_s: float = 0.0
+    trickle_s: float = 0.0  # send the body in pieces over this long: a slow but live answer
     reasoning: str | None = None
     raw: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
@@ -61,6 +63,8 @@ class FakeOpenAI:
     headers: list[dict[str, str]] = field(default_factory=list)
     healthy: bool = True
     port: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0  # the most chat requests it was answering at once since the last reset
 
     @property
     def base_url(self) -> str:
@@ -72,16 +76,27 @@ class FakeOpenAI:
         self.requests.clear()
         self.headers.clear()
         self.healthy = True
+        self.max_in_flight = self.in_flight
 
     def then(self, *replies: Reply) -> None:
         self.script.extend(replies)
 
     async def _chat(self, request: Request) -> Response:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: Request) -> Response:
         self.requests.append(await request.json())
         self.headers.append(dict(request.headers))
         reply = self.script.popleft() if self.script else self.default
         if reply.delay_s:
             await asyncio.sleep(reply.delay_s)
+        if reply.trickle_s:
+            return StreamingResponse(_trickle(json.dumps(self._completion(reply)).encode(), reply.trickle_s))
         if reply.raw is not None:
             return PlainTextResponse(reply.raw, status_code=reply.status, headers=reply.headers)
         if reply.status != 200:
@@ -113,6 +128,13 @@ class FakeOpenAI:
                 Route("/health", self._health, methods=["GET"]),
             ]
         )
+
+
+async def _trickle(body: bytes, seconds: float, pieces: int = 10) -> AsyncIterator[bytes]:
+    size = -(-len(body) // pieces)
+    for start in range(0, len(body), size):
+        await asyncio.sleep(seconds / pieces)
+        yield body[start : start + size]
 
 
 class FakeServer:
