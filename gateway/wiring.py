@@ -11,7 +11,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import httpx
 from pydantic import SecretStr
@@ -27,7 +26,7 @@ from gateway.metrics import GatewayMetrics
 from gateway.pipeline import CaptionPipeline
 from gateway.review import ReviewService
 from gateway.settings import Settings
-from gateway.sources.s3 import S3Source, open_s3_client, tls_verify
+from gateway.sources.s3 import S3Session, S3Source, open_s3_client, tls_verify
 from gateway.sources.s3_writes import S3Writer
 from gateway.sources.url import UrlHooks, UrlSource
 from gateway.sources.url_policy import DEFAULT_PORTS, Endpoint, HostList, UrlPolicy
@@ -36,9 +35,6 @@ from gateway.thumbnails import Thumbnails
 from gateway.vocabularies import check_style_vocabularies, load_vocabularies
 from gateway.warmup import VocabularyWarmup
 from gateway.writeback import require_libxmp
-
-if TYPE_CHECKING:
-    from types_aiobotocore_s3 import S3Client
 
 HEALTH_POOL_CONNECTIONS = 4
 
@@ -51,15 +47,15 @@ class S3:
     writer: S3Writer
 
 
-def s3_on(client: S3Client, http: httpx.AsyncClient, settings: Settings) -> S3:
-    source = S3Source(client, http, max_bytes=settings.max_image_bytes, timeout_s=settings.s3_timeout_s)
+def s3_on(session: S3Session, http: httpx.AsyncClient, settings: Settings) -> S3:
+    source = S3Source(session, http, max_bytes=settings.max_image_bytes, timeout_s=settings.s3_timeout_s)
     return S3(source, S3Writer(source))
 
 
 @asynccontextmanager
 async def open_s3(settings: Settings) -> AsyncIterator[S3]:
     async with AsyncExitStack() as stack:
-        client = await stack.enter_async_context(
+        session = await stack.enter_async_context(
             open_s3_client(
                 region=settings.aws_region,
                 endpoint_url=settings.s3_endpoint_url,
@@ -71,7 +67,7 @@ async def open_s3(settings: Settings) -> AsyncIterator[S3]:
         http = await stack.enter_async_context(
             make_http_client(None, settings.s3_timeout_s, settings.max_concurrency, verify=tls_verify())
         )
-        yield s3_on(client, http, settings)
+        yield s3_on(session, http, settings)
 
 
 def url_policy(settings: Settings) -> UrlPolicy:
