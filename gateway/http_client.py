@@ -20,6 +20,9 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import AsyncIterator, Callable
+from http.client import HTTPResponse
+from http.cookiejar import CookieJar
+from urllib.request import Request
 
 import aiohttp
 import httpx
@@ -53,6 +56,15 @@ class _ReleasingStream(httpx.AsyncByteStream):
             release, self._release = self._release, None
             if release is not None:
                 release()
+
+
+class _NoCookies(CookieJar):
+    """A jar that keeps nothing. Model servers and S3 set no cookies the gateway needs, and a client shared
+    by every request must not carry one (a load balancer's sticky-session cookie would pin the whole
+    process to one replica). Keeping nothing also spares httpx an ``email.message`` built per response."""
+
+    def extract_cookies(self, response: HTTPResponse, request: Request) -> None:
+        return None
 
 
 class PooledAiohttpTransport(AiohttpTransport):
@@ -149,6 +161,7 @@ def make_http_client(
     ``CONNECT_TIMEOUT_S``. Proxies from the environment apply as with plain httpx."""
     return AiohttpClient(
         headers=headers or {},
+        cookies=_NoCookies(),
         timeout=httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)),
         limits=httpx.Limits(
             max_connections=max_connections,

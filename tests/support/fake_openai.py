@@ -65,6 +65,7 @@ class FakeOpenAI:
     port: int = 0
     in_flight: int = 0
     max_in_flight: int = 0  # the most chat requests it was answering at once since the last reset
+    generation: int = 0  # bumped by reset: a request from an earlier test still sleeping is not counted
 
     @property
     def base_url(self) -> str:
@@ -76,18 +77,21 @@ class FakeOpenAI:
         self.requests.clear()
         self.headers.clear()
         self.healthy = True
-        self.max_in_flight = self.in_flight
+        self.generation += 1
+        self.in_flight = self.max_in_flight = 0
 
     def then(self, *replies: Reply) -> None:
         self.script.extend(replies)
 
     async def _chat(self, request: Request) -> Response:
+        generation = self.generation
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         try:
             return await self._answer(request)
         finally:
-            self.in_flight -= 1
+            if generation == self.generation:
+                self.in_flight -= 1
 
     async def _answer(self, request: Request) -> Response:
         self.requests.append(await request.json())
