@@ -5,7 +5,8 @@ as JPEG. Three levers keep it cheap (issue 5): a JPEG decoder asked for a reduce
 resize with ``reducing_gap``, and no work at all for a JPEG that already fits: its bytes go through as
 they are once a reduced decode has proven the stream whole.
 
-Everything here is synchronous CPU work; callers run it in a thread (see ``ImagePreparer``).
+Everything here is synchronous CPU work; ``ImagePreparer`` runs it in a thread, except the check of a small
+JPEG that is forwarded as it is, which costs less than the hop to a thread and back.
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ PATCH = 28  # Qwen2.5-VL: one visual token per 28x28 pixels (14-px patches, 2x2 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
 JPEG_QUALITY = 92
 THUMBNAIL_QUALITY = 82  # a preview for people, not input for the VLM: smaller files matter more
+# A pass-through JPEG this small is checked on the event loop: its reduced decode reads at most this many
+# bytes (well under a millisecond), where a thread hop costs a future, a wake-up of the loop and, when the
+# loop is busy, milliseconds of queueing for the result.
+INLINE_MAX_BYTES = 256 * 1024
 ORIENTATION_TAG = 0x0112
 EXIF_IFD, GPS_IFD = 0x8769, 0x8825
 DATE_TIME_ORIGINAL, DATE_TIME = 0x9003, 0x0132
@@ -106,11 +111,23 @@ def identify_format(head: bytes) -> str | None:
 
 
 def prepare_image(data: bytes, budget: PixelBudget, read_metadata: bool = False) -> PreparedImage:
+    prepared = _prepare(data, budget, read_metadata, decode=True)
+    assert prepared is not None  # decode=True always prepares
+    return prepared
+
+
+def pass_through_image(data: bytes, budget: PixelBudget, read_metadata: bool = False) -> PreparedImage | None:
+    """``prepare_image`` when the image goes through as it is (an in-budget sRGB JPEG); None when it must
+    be decoded and re-encoded. Refuses bad input exactly as ``prepare_image`` does."""
+    return _prepare(data, budget, read_metadata, decode=False)
+
+
+def _prepare(data: bytes, budget: PixelBudget, read_metadata: bool, *, decode: bool) -> PreparedImage | None:
     with _opened(data, budget) as image:
         # Read from the bytes already in memory, before decoding: no second download, no extra decode.
         metadata = raw_metadata(image) if read_metadata else None
-        prepared = _prepare_open(image, data, budget)
-        return prepared if metadata is None else _with(prepared, metadata)
+        prepared = _prepare_open(image, data, budget, decode)
+        return prepared if metadata is None or prepared is None else _with(prepared, metadata)
 
 
 def make_thumbnail(data: bytes, size: int, budget: PixelBudget) -> bytes:
@@ -168,7 +185,7 @@ def _open(data: bytes, budget: PixelBudget) -> Image.Image:
     return image
 
 
-def _prepare_open(image: Image.Image, data: bytes, budget: PixelBudget) -> PreparedImage:
+def _prepare_open(image: Image.Image, data: bytes, budget: PixelBudget, decode: bool) -> PreparedImage | None:
     stored_size = image.size  # the draft decode below changes image.size
     orientation = _orientation(image)
     upright = _upright_size(image.size, orientation)
@@ -176,6 +193,8 @@ def _prepare_open(image: Image.Image, data: bytes, budget: PixelBudget) -> Prepa
     if _can_pass_through(image, orientation, budget):
         _prove_whole(image)  # a reduced decode: ``image.size`` is the draft's now, not the forwarded JPEG's
         return PreparedImage(data, *stored_size, passed_through=True)
+    if not decode:
+        return None
     if image.format in ("JPEG", "MPO"):
         # DCT scaling: decode at 1/2, 1/4 or 1/8 size, never below the target (no upsampling artefacts).
         image.draft(image.mode, _upright_size(target, orientation))
@@ -323,13 +342,18 @@ def _encode_jpeg(image: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
 
 
 class ImagePreparer:
-    """Runs ``prepare_image`` off the event loop, on at most ``max_threads`` images at once."""
+    """Runs ``prepare_image`` off the event loop, on at most ``max_threads`` images at once; a small JPEG
+    that goes through as it is is checked on the loop (``INLINE_MAX_BYTES``)."""
 
     def __init__(self, budget: PixelBudget, max_threads: int) -> None:
         self.budget = budget
         self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="imaging")
 
     async def prepare(self, data: bytes, read_metadata: bool = False) -> PreparedImage:
+        if len(data) <= INLINE_MAX_BYTES:
+            passed = pass_through_image(data, self.budget, read_metadata)
+            if passed is not None:
+                return passed
         work = partial(prepare_image, data, self.budget, read_metadata)
         return await asyncio.get_running_loop().run_in_executor(self._pool, work)
 
