@@ -77,7 +77,8 @@ async def test_every_vlm_connection_busy_is_a_503_and_not_retried(
         first = asyncio.create_task(client.post("/caption", json={"s3_uri": URI}))
         while not fake_vlm.requests:
             await asyncio.sleep(0.02)
-        busy = await client.post("/caption", json={"s3_uri": URI})
+        # Another image: the same one would join the first caption's computation (the catalogue coalesces).
+        busy = await client.post("/caption", json={"s3_uri": f"s3://{BUCKET}/rotated.jpg"})
         assert (await first).status_code == 200
     assert busy.status_code == 503
     assert busy.json()["error"]["code"] == "vlm_unavailable"

@@ -37,7 +37,8 @@ async def test_images_are_read_by_presigned_get(
     gateway: GatewayFactory, proxy: S3FaultProxy, fake_vlm: FakeOpenAI
 ) -> None:
     seen: list[str] = []
-    proxy.refuse(lambda request: seen.append(request.path_qs) and False)  # records, never refuses
+    # Records the GETs (the catalogue's cache sends a HEAD first), never refuses.
+    proxy.refuse(lambda request: request.method == "GET" and seen.append(request.path_qs) and False)
     async with gateway(S3_ENDPOINT_URL=proxy.endpoint_url) as client:
         response = await client.post("/caption", json={"s3_uri": URI})
     assert response.status_code == 200
@@ -87,7 +88,7 @@ async def test_a_key_with_dot_segments_is_that_key_not_another(gateway: GatewayF
     # S3 allows "dir/../in-budget.jpg" as a key. An HTTP client resolves ".." in a URL, so a presigned GET
     # would ask for "in-budget.jpg" under a signature for the other path: a false 403. get_object sends
     # the key as it is; SeaweedFS refuses such keys (AWS would serve it), and that is the answer we get.
-    async with gateway() as client:
+    async with gateway(CACHE="off") as client:  # no HEAD first: the GET's own answer
         response = await client.post("/caption", json={"s3_uri": f"s3://{BUCKET}/dir/../in-budget.jpg"})
     assert response.json()["error"]["code"] != "s3_access_denied", response.text
     assert "InvalidRequest" in response.json()["error"]["message"]
