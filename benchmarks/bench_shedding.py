@@ -35,6 +35,8 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,19 +45,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # also runnable as `python benchmarks/bench_shedding.py`
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_gateway import (  # noqa: E402
-    BUCKET,
-    SMALL_OBJECTS,
-    SMALL_SIZE,
-    Connection,
-    Stack,
-    cpu_seconds,
-    run_load,
-    seed,
-    stage,
-    start_backend,
-    start_gateway,
-)
+from benchmarks.bench_gateway import SMALL_OBJECTS, SMALL_SIZE  # noqa: E402
+from benchmarks.load import Connection, run_load  # noqa: E402
+from benchmarks.stack import BUCKET, Stack, cpu_seconds, seed, start_backend, start_gateway  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 from tests.support.images import photo  # noqa: E402
 from tests.support.processes import Proc, Procs  # noqa: E402
@@ -72,6 +64,16 @@ REQUEST_TIMEOUT_S = 60.0
 KNEE_SHARE = 0.95
 DISTINCT_REQUESTS = 20_000  # more than any round sends, so no two requests are alike
 GOALS = {"throughput_share_min": 0.90, "p99_growth_max": 2.0, "shed_p99_ms_max": 50.0}
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    print(f"- {name} ...", flush=True)
+    start = time.perf_counter()
+    yield
+    print(
+        f"  done in {time.perf_counter() - start:.1f} s (load average {os.getloadavg()[0]:.2f})", flush=True
+    )
 
 
 def distinct_bodies(keys: list[str], count: int = DISTINCT_REQUESTS) -> list[bytes]:

@@ -18,7 +18,7 @@ from gateway.api.server import uvicorn_options
 from gateway.batch.cli import add_batch_parser
 from gateway.catalogue.cli import add_db_parser
 from gateway.catalogue.open import open_catalogue
-from gateway.errors import CatalogueRefused, CatalogueUnavailable
+from gateway.errors import CatalogueRefused, CatalogueUnavailable, XmpUnavailable
 from gateway.events.cli import add_worker_parser, startable
 from gateway.logs import configure_logging
 from gateway.records import REASONING_LEVELS
@@ -26,6 +26,13 @@ from gateway.settings import Settings
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.wiring import check_review_settings
+
+    try:
+        check_review_settings(settings)
+    except XmpUnavailable as exc:
+        print(f"florence-tagger serve: REVIEW_WRITE_BACK=xmp: {exc.message}", file=sys.stderr)
+        return 1
     if not startable(settings, "serve"):
         return 1
     try:  # once, before any worker starts, so a database that cannot be used stops here with its reason

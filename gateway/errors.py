@@ -33,6 +33,13 @@ class RequestTooLarge(GatewayError):
     code = "request_too_large"
 
 
+class ImageUrlForbidden(InvalidInput):
+    """An image URL the gateway will not fetch (scheme, credentials, port, or an address inside the network):
+    refused before any connection to it. ``image_url_disabled`` when URLs are off (``IMAGE_URL_ENABLED``)."""
+
+    code = "image_url_forbidden"
+
+
 class GatewayBusy(GatewayError):
     """The gateway itself is saturated (every image slot taken): try again shortly."""
 
@@ -52,6 +59,19 @@ class SourceUnavailable(GatewayError):
     """S3 unreachable, throttling or failing after retries: try again later."""
 
     code = "s3_unavailable"
+
+
+class ImageUrlFailed(GatewayError):
+    """An image URL's server could not be reached or did not answer with an image: not the gateway's fault,
+    nor the request's (``image_url_unreachable``, ``image_url_bad_status``, ``image_url_redirects``)."""
+
+    code = "image_url_unreachable"
+
+
+class ImageUrlTimeout(GatewayError):
+    """An image URL's server did not connect, or did not send the whole image, in time."""
+
+    code = "image_url_timeout"
 
 
 # --- the image itself --------------------------------------------------------------------------------------
@@ -105,6 +125,12 @@ class CaptionNotFound(GatewayError):
     """No catalogue entry with that id."""
 
     code = "caption_not_found"
+
+
+class ReviewConflict(GatewayError):
+    """The entry is not in a state this review action applies to (a write-back retry of an unapproved one)."""
+
+    code = "review_conflict"
 
 
 class CatalogueRefused(GatewayError):

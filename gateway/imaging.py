@@ -14,7 +14,8 @@ back to the system instead of staying with the process.
 Shape: Qwen2.5-VL's processor refuses aspect ratios over 200:1. A longer, thinner image is padded (white)
 to 200:1, so the caption still describes all of it.
 
-Everything here is synchronous CPU work; callers run it in a thread (see ``ImagePreparer``).
+Everything here is synchronous CPU work; ``ImagePreparer`` runs it in a thread, except the check of a small
+JPEG that is forwarded as it is, which costs less than the hop to a thread and back.
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ import ctypes.util
 import io
 import logging
 import math
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from typing import Any
@@ -41,12 +44,18 @@ from gateway.geometry import fit_to_grid as fit_to_grid
 # HEIC/HEIF come from pillow-heif; AVIF is Pillow's own. Registering an opener is idempotent.
 pillow_heif.register_heif_opener()
 
+SNIFF_BYTES = 16  # what Image.open reads to identify a format
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
 JPEG_QUALITY = 92
 PAD_COLOUR = (255, 255, 255)
 REDUCING_GAP = 3.0
 STRIP_PIXELS = 1 << 22  # ~16 MB of RGB per strip while a large image is reduced
 TRIM_ABOVE_BYTES = 32 << 20  # after decodes larger than this, hand freed memory back to the system
+THUMBNAIL_QUALITY = 82  # a preview for people, not input for the VLM: smaller files matter more
+# A pass-through JPEG this small is checked on the event loop: its reduced decode reads at most this many
+# bytes (well under a millisecond), where a thread hop costs a future, a wake-up of the loop and, when the
+# loop is busy, milliseconds of queueing for the result.
+INLINE_MAX_BYTES = 256 * 1024
 ORIENTATION_TAG = 0x0112
 EXIF_IFD, GPS_IFD = 0x8769, 0x8825
 DATE_TIME_ORIGINAL, DATE_TIME = 0x9003, 0x0132
@@ -81,15 +90,62 @@ class PreparedImage:
     metadata: RawMetadata | None = None  # read only when asked (context): no cost otherwise
 
 
+def identify_format(head: bytes) -> str | None:
+    """The accepted format whose signature ``head`` (the first ``SNIFF_BYTES`` bytes) carries, or None.
+
+    Pillow's own identification: each format plugin's ``accept`` test on the bytes ``Image.open`` looks at
+    first. It runs before a download or an upload has been read whole, so a page of HTML sent for an image is
+    refused after 16 bytes rather than 20 MB; the full decode later still has the last word."""
+    Image.init()
+    for name in ACCEPTED_FORMATS:
+        accept = Image.OPEN.get(name, (None, None))[1]
+        result = accept(head) if accept is not None else False
+        if result and not isinstance(result, str):  # a string is Pillow's "recognised, but unsupported"
+            return name
+    return None
+
+
 def prepare_image(data: bytes, budget: PixelBudget, read_metadata: bool = False) -> PreparedImage:
+    prepared = _prepare(data, budget, read_metadata, decode=True)
+    assert prepared is not None  # decode=True always prepares
+    return prepared
+
+
+def pass_through_image(data: bytes, budget: PixelBudget, read_metadata: bool = False) -> PreparedImage | None:
+    """``prepare_image`` when the image goes through as it is (an in-budget sRGB JPEG); None when it must
+    be decoded and re-encoded. Refuses bad input exactly as ``prepare_image`` does."""
+    return _prepare(data, budget, read_metadata, decode=False)
+
+
+def _prepare(data: bytes, budget: PixelBudget, read_metadata: bool, *, decode: bool) -> PreparedImage | None:
+    with _opened(data, budget) as image:
+        # Read from the bytes already in memory, before decoding: no second download, no extra decode.
+        metadata = raw_metadata(image) if read_metadata else None
+        prepared = _prepare_open(image, data, budget, decode)
+        return prepared if metadata is None or prepared is None else _with(prepared, metadata)
+
+
+def make_thumbnail(data: bytes, size: int, budget: PixelBudget) -> bytes:
+    """A JPEG preview whose longer side is at most ``size`` pixels, upright and in sRGB, for the review
+    page. The same checks as a caption's image (``budget.max_source_pixels`` from the header)."""
+    with _opened(data, budget) as image:
+        orientation = _orientation(image)
+        if image.format in ("JPEG", "MPO"):
+            image.draft(image.mode, (size, size))  # DCT scaling: a 24 MP photo decodes at 1/8 size
+        image.load()
+        rgb = _to_srgb_rgb(_upright(image, orientation))
+        rgb.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
+        return _encode_jpeg(rgb, THUMBNAIL_QUALITY)
+
+
+@contextmanager
+def _opened(data: bytes, budget: PixelBudget) -> Iterator[Image.Image]:
+    """The image, header-checked; whatever its decoding raises is mapped to the gateway's errors."""
     if not data:
         raise UnsupportedImage("the object is empty (0 bytes)", code="image_empty")
     image = _open(data, budget)
     try:
-        # Read from the bytes already in memory, before decoding: no second download, no extra decode.
-        metadata = raw_metadata(image) if read_metadata else None
-        prepared = _prepare_open(image, data, budget)
-        return prepared if metadata is None else _with(prepared, metadata)
+        yield image
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc), code="image_too_many_pixels") from None
     except ImageTooLarge:
@@ -128,13 +184,15 @@ def _open(data: bytes, budget: PixelBudget) -> Image.Image:
     return image
 
 
-def _prepare_open(image: Image.Image, data: bytes, budget: PixelBudget) -> PreparedImage:
+def _prepare_open(image: Image.Image, data: bytes, budget: PixelBudget, decode: bool) -> PreparedImage | None:
     stored_size = image.size  # the draft decode below changes image.size
     orientation = _orientation(image)
     canvas, content = fit_for_vlm(*_upright_size(image.size, orientation), budget)
     if canvas == content and _can_pass_through(image, orientation, budget):
         _prove_whole(image)  # a reduced decode: ``image.size`` is the draft's now, not the forwarded JPEG's
         return PreparedImage(data, *stored_size, passed_through=True)
+    if not decode:
+        return None
     stored_target = _upright_size(content, orientation)
     if image.format in ("JPEG", "MPO"):
         # DCT scaling: decode at 1/2, 1/4 or 1/8 size, never below the target (no upsampling artefacts).
@@ -341,22 +399,31 @@ def _flatten(image: Image.Image) -> Image.Image:
     return image
 
 
-def _encode_jpeg(image: Image.Image) -> bytes:
+def _encode_jpeg(image: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
     out = io.BytesIO()
-    image.save(out, format="JPEG", quality=JPEG_QUALITY)
+    image.save(out, format="JPEG", quality=quality)
     return out.getvalue()
 
 
 class ImagePreparer:
-    """Runs ``prepare_image`` off the event loop, on at most ``max_threads`` images at once."""
+    """Runs ``prepare_image`` off the event loop, on at most ``max_threads`` images at once; a small JPEG
+    that goes through as it is is checked on the loop (``INLINE_MAX_BYTES``)."""
 
     def __init__(self, budget: PixelBudget, max_threads: int) -> None:
         self.budget = budget
         self._pool = ThreadPoolExecutor(max_workers=max_threads, thread_name_prefix="imaging")
 
     async def prepare(self, data: bytes, read_metadata: bool = False) -> PreparedImage:
+        if len(data) <= INLINE_MAX_BYTES:
+            passed = pass_through_image(data, self.budget, read_metadata)
+            if passed is not None:
+                return passed
         work = partial(prepare_image, data, self.budget, read_metadata)
         return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+
+    async def thumbnail(self, data: bytes, size: int) -> bytes:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, make_thumbnail, data, size, self.budget)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,4 +1,4 @@
-"""One caption, end to end: S3 -> image preparation -> VLM -> optional enhancer.
+"""One caption, end to end: the image (S3, a URL, or bytes sent) -> preparation -> VLM -> optional enhancer.
 
 Plain async Python with no HTTP in it, so the API, the batch command and a Ray actor call the same
 ``CaptionPipeline.caption``. It raises the typed errors of ``gateway.errors``; callers map them.
@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 from gateway.backends.enhancer import EnhancerBackend
 from gateway.backends.vlm import CaptionSpec, VlmBackend, VlmCaption
 from gateway.context import context_from
-from gateway.errors import EnhancementFailed, GatewayBusy, InvalidInput
+from gateway.errors import EnhancementFailed, ImageUrlForbidden
 from gateway.grounding import AddedTerm
 from gateway.imaging import ImagePreparer, PreparedImage
-from gateway.languages import LANGUAGES
 from gateway.metrics import GatewayMetrics
 from gateway.probes import CachedProbe
 from gateway.records import (
@@ -29,32 +28,20 @@ from gateway.records import (
     ContextRecord,
     ReasoningLevel,
 )
-from gateway.sources.s3 import S3Object, S3Source
+from gateway.requests import CaptionRequest as CaptionRequest  # re-exported: callers import it from here
+from gateway.requests import InputKind
+from gateway.requests import caption_spec as caption_spec
+from gateway.sources.held import HeldImage, Lease
+from gateway.sources.images import ImageSources
+from gateway.sources.s3 import S3Source
 from gateway.sources.s3_uri import parse_s3_uri
+from gateway.sources.url import UrlSource
 from gateway.styles import (
     ALT_TEXT_MAX_CHARS,
     ALT_TEXT_STYLE,
-    DEFAULT_STYLE_DETAILED,
-    DEFAULT_STYLE_SHORT,
     Style,
 )
-from gateway.text import quoted
 from gateway.vocabularies import Vocabulary
-
-SLOT_RETRY_AFTER_S = 2.0
-
-
-@dataclass(frozen=True)
-class CaptionRequest:
-    s3_uri: str
-    detailed: bool = True
-    use_gpt_oss: bool | None = None
-    reasoning_level: ReasoningLevel | None = None
-    style: str | None = None
-    language: str | None = None
-    prompt: str | None = None
-    vocabulary: str | None = None  # a VOCABULARIES_DIR name; default: the style's own, if it names one
-    context: bool = False  # give the VLM the facts of the image's own metadata
 
 
 @dataclass
@@ -74,16 +61,18 @@ class StageTimings:
 
 @dataclass(frozen=True)
 class CaptionResult:
-    s3_uri: str
+    s3_uri: str | None
     caption: str
     enhanced: bool
     vlm: VlmCaption
     image: PreparedImage
-    etag: str
+    etag: str | None  # S3's version; None for bytes and URLs, whose version is their SHA-256
     models: dict[str, str | None]
     usage: dict[str, dict[str, int]]
     style: str
     params: CaptionParams
+    image_sha256: str
+    image_url: str | None = None
     original_caption: str | None = None
     enhancement_error: str | None = None
     added_terms: list[AddedTerm] = field(default_factory=list)
@@ -118,6 +107,8 @@ class CaptionResult:
             headline=vlm.headline,
             keywords_free=vlm.keywords_free,
             context_used=self.context_used,
+            image_url=self.image_url,
+            image_sha256=self.image_sha256,
         )
 
     def _alt_text(self) -> str | None:
@@ -132,41 +123,12 @@ class PipelineHealth:
     enhancer: bool | None  # None: not checked, because enhancement is off by default
 
 
-def caption_spec(
-    styles: Mapping[str, Style], request: CaptionRequest, vocabularies: Mapping[str, Vocabulary] | None = None
-) -> CaptionSpec:
-    """Validates the request's style, language and vocabulary before any backend (or batch output) is
-    touched."""
-    name = request.style or (DEFAULT_STYLE_DETAILED if request.detailed else DEFAULT_STYLE_SHORT)
-    if name not in styles:
-        raise InvalidInput(
-            f"unknown style {quoted(name)}; valid styles: {', '.join(sorted(styles))}", code="unknown_style"
-        )
-    language = (request.language or "en").lower()
-    if language not in LANGUAGES:
-        raise InvalidInput(
-            f"unsupported language {quoted(request.language)}; supported: {', '.join(LANGUAGES)}",
-            code="unsupported_language",
-        )
-    style = styles[name]
-    vocabulary = _vocabulary(request.vocabulary or style.vocabulary, vocabularies or {})
-    return CaptionSpec(style, language, request.prompt, vocabulary, request.context)
-
-
-def _vocabulary(name: str | None, vocabularies: Mapping[str, Vocabulary]) -> Vocabulary | None:
-    if name is None:
-        return None
-    if name not in vocabularies:
-        known = ", ".join(sorted(vocabularies)) or "none (VOCABULARIES_DIR is not set)"
-        raise InvalidInput(f"unknown vocabulary {quoted(name)}; known: {known}", code="unknown_vocabulary")
-    return vocabularies[name]
-
-
 class CaptionPipeline:
     def __init__(
         self,
         *,
         source: S3Source,
+        urls: UrlSource | None = None,
         preparer: ImagePreparer,
         vlm: VlmBackend,
         enhancer: EnhancerBackend,
@@ -179,9 +141,9 @@ class CaptionPipeline:
         slot_wait_s: float | None = None,
     ) -> None:
         self.source = source
+        # urls None: image URLs are refused (IMAGE_URL_ENABLED=false for the API).
+        self.images = ImageSources(source, urls, max_concurrent_images, metrics, slot_wait_s)
         self.preparer = preparer
-        # One slot covers download and decode, so memory holds at most this many images at once.
-        self._slots = asyncio.Semaphore(max_concurrent_images)
         self.vlm = vlm
         self.enhancer = enhancer
         self.styles = styles
@@ -189,7 +151,6 @@ class CaptionPipeline:
         self.use_gpt_oss_default = use_gpt_oss_default
         self.reasoning_level_default = reasoning_level_default
         self.metrics = metrics
-        self.slot_wait_s = slot_wait_s  # None: wait as long as it takes (batch bounds its own concurrency)
         self._health = CachedProbe(self._probe_health)
 
     def spec_for(self, request: CaptionRequest) -> CaptionSpec:
@@ -221,15 +182,51 @@ class CaptionPipeline:
 
     async def caption(self, request: CaptionRequest, timings: StageTimings | None = None) -> CaptionResult:
         timings = timings if timings is not None else StageTimings()
-        location = parse_s3_uri(request.s3_uri)
-        spec = self.spec_for(request)
+        try:
+            self.params_for(request)  # a bad style, language or vocabulary: refused before any download
+        except BaseException:
+            if request.image is not None:
+                request.image.release()
+            raise
+        held = await self.hold(request, timings)
+        return await self.caption_held(request, held, timings)
+
+    def check_input(self, request: CaptionRequest) -> InputKind:
+        """The request names one image, in a form this pipeline takes (before any slot or download)."""
+        kind = request.input_kind()
+        if kind == "s3":
+            parse_s3_uri(request.s3_uri)
+        elif kind == "url" and self.images.urls is None:
+            raise ImageUrlForbidden(
+                "image URLs are not fetched by this gateway (IMAGE_URL_ENABLED=false)",
+                code="image_url_disabled",
+            )
+        return kind
+
+    async def hold(self, request: CaptionRequest, timings: StageTimings) -> HeldImage:
+        """The fetch stage: the image's bytes in memory under one image slot, whichever the input."""
+        kind = self.check_input(request)
+        if request.image is not None:
+            return request.image  # received by the caller under its own slot
+        if kind == "url":
+            return await self.images.from_url(str(request.image_url), timings.stage)
+        return await self.images.from_s3(parse_s3_uri(request.s3_uri), timings.stage)
+
+    async def lease(self) -> Lease:
+        """An image slot for a caller about to receive an image's bytes itself (an upload)."""
+        return await self.images.lease()
+
+    async def caption_held(
+        self, request: CaptionRequest, held: HeldImage, timings: StageTimings
+    ) -> CaptionResult:
+        """Prepares the held bytes (then gives their slot back), and captions them."""
+        try:
+            spec = self.spec_for(request)
+            with timings.stage("image"):
+                image = await self.preparer.prepare(held.data, read_metadata=spec.context)
+        finally:
+            held.release()  # decoded or refused: the original's slot serves the next image
         params = self.params_for(request)
-        async with self.image_slot():
-            with self._in_flight():
-                with timings.stage("s3"):
-                    obj = await self.source.fetch(location)
-                with timings.stage("image"):
-                    image = await self.preparer.prepare(obj.data, read_metadata=spec.context)
         if self.metrics:
             self.metrics.vlm_bytes.inc(len(image.jpeg))
             if image.passed_through:
@@ -237,7 +234,7 @@ class CaptionPipeline:
         context = context_from(image.metadata) if image.metadata is not None else None
         with timings.stage("vlm"):
             vlm = await self.vlm.describe(image, spec, context)
-        result = replace(self._result(request, spec, params, obj, image, vlm), context_used=context)
+        result = replace(self._result(request, spec, params, held, image, vlm), context_used=context)
         if params.use_gpt_oss:
             with timings.stage("enhancer"):
                 result = await self._enhance(result, request, spec)
@@ -255,56 +252,28 @@ class CaptionPipeline:
         vlm, enhancer = await asyncio.gather(self.vlm.health(), self.enhancer.health())
         return PipelineHealth(vlm=vlm, enhancer=enhancer)
 
-    @asynccontextmanager
-    async def image_slot(self) -> AsyncIterator[None]:
-        """One of ``MAX_CONCURRENT_IMAGES`` slots: whatever holds an image's bytes in memory takes one."""
-        slots = self._slots
-        if self.slot_wait_s is None:
-            async with slots:
-                yield
-            return
-        try:
-            async with asyncio.timeout(self.slot_wait_s):
-                await slots.acquire()
-        except TimeoutError:
-            # A client waiting longer than this is better told to come back than left hanging.
-            raise GatewayBusy(
-                f"every image slot (MAX_CONCURRENT_IMAGES) has been busy for {self.slot_wait_s:g} s",
-                retry_after=SLOT_RETRY_AFTER_S,
-            ) from None
-        try:
-            yield
-        finally:
-            slots.release()
-
-    @contextmanager
-    def _in_flight(self) -> Iterator[None]:
-        if self.metrics is None:
-            yield
-            return
-        with self.metrics.images_in_flight.track_inprogress():
-            yield
-
     def _result(
         self,
         request: CaptionRequest,
         spec: CaptionSpec,
         params: CaptionParams,
-        obj: S3Object,
+        held: HeldImage,
         image: PreparedImage,
         vlm: VlmCaption,
     ) -> CaptionResult:
         return CaptionResult(
-            s3_uri=request.s3_uri,
+            s3_uri=request.s3_uri or None,
             caption=vlm.caption,
             enhanced=False,
             vlm=vlm,
             image=image,
-            etag=obj.etag,
+            etag=held.etag,
             models={"vlm": self.vlm.model, "enhancer": None},
             usage={"vlm": vlm.usage},
             style=spec.style.name,
             params=params,
+            image_sha256=held.sha256,
+            image_url=request.image_url,
         )
 
     async def _enhance(

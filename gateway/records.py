@@ -21,6 +21,8 @@ Origin = Literal["api", "batch", "event"]
 ORIGINS: tuple[Origin, ...] = ("api", "batch", "event")
 ReviewStatus = Literal["pending", "approved", "rejected", "edited"]
 REVIEW_STATUSES: tuple[ReviewStatus, ...] = ("pending", "approved", "rejected", "edited")
+Decision = Literal["pending", "approved", "rejected"]  # what a person sets; "edited" follows from an edit
+WriteBackStatus = Literal["deferred", "done", "failed"]
 
 
 class CaptionParams(BaseModel):
@@ -77,7 +79,7 @@ class ContextRecord(BaseModel):
 class CaptionRecord(BaseModel):
     caption: str
     enhanced: bool
-    s3_uri: str
+    s3_uri: str | None = Field(None, description="The S3 object captioned, when the image came from S3")
     original_caption: str | None = Field(None, description="The VLM's caption, when enhanced")
     enhancement_error: str | None = Field(None, description="Why enhancement was asked for but not applied")
     truncated: bool = Field(False, description="The VLM hit its token limit; cut to the last full sentence")
@@ -98,6 +100,15 @@ class CaptionRecord(BaseModel):
     context_used: ContextRecord | None = Field(
         None, description='With "context": the facts from the image\'s metadata the VLM was given'
     )
+    image_url: str | None = Field(None, description="The URL captioned, when the image came from a URL")
+    image_sha256: str | None = Field(
+        None, description="SHA-256 of the image's bytes as received (hex): the same bytes, the same digest"
+    )
+
+    @property
+    def source_uri(self) -> str:
+        """What was captioned, as batch lines are keyed: the S3 URI, or the URL."""
+        return self.s3_uri or self.image_url or ""
 
 
 def encode_line(record: BaseModel) -> bytes:
@@ -113,11 +124,11 @@ def _json_line(data: dict[str, object]) -> bytes:
 class CaptionLine(CaptionRecord):
     """A batch output line and a JSON sidecar: the record plus the version it describes and its timings."""
 
-    etag: str
+    etag: str | None = None  # S3's version; an uploaded or fetched image's version is its image_sha256
     timings: dict[str, float] = Field(default_factory=dict)
 
     @classmethod
-    def of(cls, record: CaptionRecord, etag: str, timings: dict[str, float]) -> CaptionLine:
+    def of(cls, record: CaptionRecord, etag: str | None, timings: dict[str, float]) -> CaptionLine:
         return cls(**dict(record), etag=etag, timings=timings)
 
     def encode(self) -> bytes:
@@ -125,17 +136,24 @@ class CaptionLine(CaptionRecord):
 
 
 class FailureLine(BaseModel):
-    """A batch error line: which image, which version when known, the error code and message."""
+    """A batch error line: which image (its S3 URI, or its URL), which version when known, the error code
+    and message."""
 
-    s3_uri: str
+    s3_uri: str | None
     etag: str | None
     reason: str
     message: str
     timings: dict[str, float] = Field(default_factory=dict)
+    image_url: str | None = None
 
     def encode(self) -> bytes:
-        # ``etag: null`` is kept: a URI list does not know the version that failed.
-        return _json_line(self.model_dump())
+        # ``etag: null`` is kept: a URI list does not know the version that failed. A URL's line has
+        # ``image_url`` instead of ``s3_uri``; an S3 line has no ``image_url`` key, as before.
+        line = self.model_dump()
+        for key in ("s3_uri", "image_url"):
+            if line[key] is None:
+                del line[key]
+        return _json_line(line)
 
 
 class EditedFields(BaseModel):
@@ -144,6 +162,17 @@ class EditedFields(BaseModel):
     caption: str | None = None
     alt_text: str | None = None
     keywords: list[str] | None = None
+
+
+class WriteBackState(BaseModel):
+    """What was written beside the image for this entry, or is waiting for a person's approval."""
+
+    status: WriteBackStatus = Field(
+        description="deferred: waits for approval (REVIEW_REQUIRED); done: written; failed: see error"
+    )
+    modes: list[str] = Field(description="sidecar, tags, xmp: what was (or will be) written")
+    at: datetime | None = Field(None, description="When it was written or failed")
+    error: str | None = Field(None, description="Why it failed (code: message)")
 
 
 class CatalogueEntry(CaptionLine):
@@ -158,3 +187,13 @@ class CatalogueEntry(CaptionLine):
     updated_at: datetime
     params: CaptionParams
     edited: EditedFields | None = None
+    write_back: WriteBackState | None = None
+
+    def approved_line(self) -> CaptionLine:
+        """The line write-back writes on approval: the model's record with a person's edits in place."""
+        line = CaptionLine.model_validate(self.model_dump(include=set(CaptionLine.model_fields)))
+        if self.edited is None:
+            return line
+        # Only the fields a line has: an alt-text edit reaches write-back once records carry alt text.
+        edits = self.edited.model_dump(exclude_none=True)
+        return line.model_copy(update={k: v for k, v in edits.items() if k in CaptionLine.model_fields})

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from gateway.errors import InvalidInput
 from gateway.records import REASONING_LEVELS, ReasoningLevel
 from gateway.sources.s3_uri import parse_prefix
+from gateway.sources.url_policy import SCHEMES, HostList
 
 # Qwen2.5-VL spends one visual token per 28x28 pixels (imaging.PATCH): 1280 tokens at most, 4 at least.
 VLM_MAX_PIXELS_DEFAULT = 1280 * 28 * 28
@@ -37,7 +38,7 @@ XMP_FIELD_NAMES = (
     "hierarchical_subject",
 )
 XmpName = Literal["full", "stem"]
-WRITE_BACK_MODES = ("sidecar", "tags", "xmp")
+WRITE_BACK_MODES = ("sidecar", "tags", "xmp")  # gateway/writeback writes each of them
 
 
 class Settings(BaseSettings):
@@ -80,6 +81,15 @@ class Settings(BaseSettings):
     max_concurrent_images: int = Field(4, alias="MAX_CONCURRENT_IMAGES", ge=1)
     max_decode_bytes: int = Field(268_435_456, alias="MAX_DECODE_BYTES", gt=0)
 
+    # --- images by URL: off by default, since it changes what the gateway can reach (README) -------------
+    image_url_enabled: bool = Field(False, alias="IMAGE_URL_ENABLED")
+    image_url_schemes: str = Field("https", alias="IMAGE_URL_SCHEMES")
+    image_url_allowed_ports: str = Field("", alias="IMAGE_URL_ALLOWED_PORTS")  # empty: the schemes' own
+    image_url_allow_hosts: str = Field("", alias="IMAGE_URL_ALLOW_HOSTS")
+    image_url_deny_hosts: str = Field("", alias="IMAGE_URL_DENY_HOSTS")
+    image_url_connect_timeout_s: float = Field(3.0, alias="IMAGE_URL_CONNECT_TIMEOUT_S", gt=0)
+    image_url_timeout_s: float = Field(20.0, alias="IMAGE_URL_TIMEOUT_S", gt=0)
+
     # --- the catalogue --------------------------------------------------------------------------------
     # Unset: an SQLite file under DATA_DIR (no setup); postgresql+asyncpg://... for several replicas.
     database_url: SecretStr | None = Field(None, alias="DATABASE_URL")
@@ -104,6 +114,12 @@ class Settings(BaseSettings):
     events_max_attempts: int = Field(5, alias="EVENTS_MAX_ATTEMPTS", ge=1, le=100)
     events_lease_s: float = Field(60.0, alias="EVENTS_LEASE_S", ge=1)
     events_backoff_s: float = Field(10.0, alias="EVENTS_BACKOFF_S", gt=0)
+
+    # --- review (the /review page) ---------------------------------------------------------------------
+    # What an approval writes (any of sidecar,tags,xmp); empty: approving only records the decision.
+    review_write_back: str = Field("", alias="REVIEW_WRITE_BACK")
+    # True: batch and event captions are written back only once a person approves them.
+    review_required: bool = Field(False, alias="REVIEW_REQUIRED")
 
     # --- the HTTP server -------------------------------------------------------------------------------
     api_keys: SecretStr | None = Field(None, alias="API_KEYS")
@@ -137,6 +153,28 @@ class Settings(BaseSettings):
             # The value is not echoed: a URL may carry credentials (user:password@host).
             raise ValueError("must be an http(s) URL such as http://localhost:8001/v1")
         return value.rstrip("/")
+
+    @field_validator("image_url_schemes")
+    @classmethod
+    def _schemes(cls, value: str) -> str:
+        schemes = [s.strip().lower() for s in value.split(",") if s.strip()]
+        if not schemes or set(schemes) - SCHEMES:
+            raise ValueError(f"must be https, http or both, comma-separated (got {value!r})")
+        return ",".join(schemes)
+
+    @field_validator("image_url_allowed_ports")
+    @classmethod
+    def _ports(cls, value: str) -> str:
+        ports = [p.strip() for p in value.split(",") if p.strip()]
+        if not all(p.isdigit() and 1 <= int(p) <= 65535 for p in ports):
+            raise ValueError(f"must be comma-separated port numbers (got {value!r})")
+        return ",".join(ports)
+
+    @field_validator("image_url_allow_hosts", "image_url_deny_hosts")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        HostList.parse(value)  # a ValueError names the bad entry
+        return value
 
     @field_validator("xmp_fields")
     @classmethod
@@ -185,9 +223,9 @@ class Settings(BaseSettings):
             raise ValueError(f"must start with one of {', '.join(DATABASE_SCHEMES)}")
         return value
 
-    @field_validator("events_write_back")
+    @field_validator("events_write_back", "review_write_back")
     @classmethod
-    def _events_write_back(cls, value: str) -> str:
+    def _write_back_modes(cls, value: str) -> str:
         modes = [m.strip().lower() for m in value.split(",") if m.strip()]
         if modes == ["none"]:
             return ""
@@ -229,6 +267,14 @@ class Settings(BaseSettings):
         return f"sqlite+aiosqlite:///{(self.data_dir / SQLITE_FILE).resolve()}"
 
     @property
+    def image_url_scheme_set(self) -> frozenset[str]:
+        return frozenset(self.image_url_schemes.split(","))
+
+    @property
+    def image_url_port_set(self) -> frozenset[int]:
+        return frozenset(int(p) for p in self.image_url_allowed_ports.split(",") if p)
+
+    @property
     def xmp_field_set(self) -> frozenset[str]:
         return frozenset(self.xmp_fields.split(",")) if self.xmp_fields else frozenset()
 
@@ -240,6 +286,10 @@ class Settings(BaseSettings):
                 "API_KEYS is set but holds no key (only commas and spaces); unset it or add a key"
             )
         return self
+
+    @property
+    def review_write_back_modes(self) -> frozenset[str]:
+        return frozenset(self.review_write_back.split(",")) if self.review_write_back else frozenset()
 
     @cached_property
     def api_key_list(self) -> tuple[str, ...]:

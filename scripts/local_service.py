@@ -2,8 +2,8 @@
 
 Run through ``scripts/local-service``. Starts SeaweedFS as S3 (bucket ``demo`` with one sample photo),
 the two vLLM CPU servers (tiny random models under the production ids) and ``florence-tagger serve`` on
-127.0.0.1:8000, prints a curl that captions the sample, and stops everything on Ctrl-C. The captions are
-gibberish (random weights); the protocol, the image path and every error are real.
+127.0.0.1:8000, prints a curl that captions the sample and the review page's URL, and stops everything on
+Ctrl-C. The captions are gibberish (random weights); the protocol, the image path and every error are real.
 """
 
 from __future__ import annotations
@@ -50,6 +50,8 @@ def main() -> int:
             body = f'{{"s3_uri": "s3://{BUCKET}/sample.jpg", "use_gpt_oss": true}}'
             print(f"\nready: gateway on {gateway.url}; try", flush=True)
             print(f"  curl -s -X POST {gateway.url}/caption -H 'Content-Type: application/json' -d '{body}'")
+            # Every caption is kept in the catalogue, so what the curl makes is on the review page.
+            print(f"  open {gateway.url}/review   (the review page: captions beside their images)")
             print("Ctrl-C stops everything.", flush=True)
             run_until_one_exits([gateway.alive, *(server.is_running for server in stack.servers)])
             print("a process exited; stopping", file=sys.stderr)

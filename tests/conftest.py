@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.support.batch import BatchBucket, new_bucket
 from tests.support.events import session_webhook
 from tests.support.fake_openai import FakeOpenAI, FakeServer, Reply, structured
 from tests.support.gateway import (
@@ -22,11 +23,16 @@ from tests.support.gateway import (
     SEED,
     GatewayFactory,
     ServedGatewayFactory,
+    ServerFactory,
     gateway_factory,
+    gateway_server_factory,
     json_enhancement,
     served_gateway_factory,
 )
+from tests.support.loopback import Connections, guard_connections
+from tests.support.review import put_scenes
 from tests.support.s3_server import ACCESS_KEY, SECRET_KEY, S3Server, start_s3_server
+from tests.support.scenes import SCENES
 
 if TYPE_CHECKING:  # imported by pytest_plugins below; importing it here first would skip assert rewriting
     from tests.support.postgres import PostgresServer
@@ -92,11 +98,11 @@ def catalogue_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.create_database(f"t_{uuid.uuid4().hex[:12]}")
 
 
-def _fake_settings(s3_server: S3Server, vlm: FakeOpenAI, enhancer: FakeOpenAI) -> dict[str, Any]:
+def _against_fakes(s3_server: S3Server, fake_vlm: FakeOpenAI, fake_enhancer: FakeOpenAI) -> dict[str, Any]:
     return {
         "S3_ENDPOINT_URL": s3_server.endpoint_url,
-        "VLM_BASE_URL": vlm.base_url,
-        "GPT_OSS_BASE_URL": enhancer.base_url,
+        "VLM_BASE_URL": fake_vlm.base_url,
+        "GPT_OSS_BASE_URL": fake_enhancer.base_url,
         "S3_TIMEOUT_S": 5,
     }
 
@@ -104,7 +110,14 @@ def _fake_settings(s3_server: S3Server, vlm: FakeOpenAI, enhancer: FakeOpenAI) -
 @pytest.fixture
 def gateway(s3_server: S3Server, fake_vlm: FakeOpenAI, fake_enhancer: FakeOpenAI) -> GatewayFactory:
     """``async with gateway(SETTING=value, ...) as client``: the app with its lifespan, against the fakes."""
-    return gateway_factory(_fake_settings(s3_server, fake_vlm, fake_enhancer))
+    return gateway_factory(_against_fakes(s3_server, fake_vlm, fake_enhancer))
+
+
+@pytest.fixture
+def gateway_server(s3_server: S3Server, fake_vlm: FakeOpenAI, fake_enhancer: FakeOpenAI) -> ServerFactory:
+    """``async with gateway_server(SETTING=value, ...) as served``: the same app on a real 127.0.0.1 port,
+    for a browser (``served.url``) and plain HTTP (``served.client``)."""
+    return gateway_server_factory(_against_fakes(s3_server, fake_vlm, fake_enhancer))
 
 
 @pytest.fixture
@@ -112,4 +125,21 @@ def served_gateway(
     s3_server: S3Server, fake_vlm: FakeOpenAI, fake_enhancer: FakeOpenAI
 ) -> ServedGatewayFactory:
     """``async with served_gateway(SETTING=value, ...) as url``: the same app behind a real uvicorn."""
-    return served_gateway_factory(_fake_settings(s3_server, fake_vlm, fake_enhancer))
+    return served_gateway_factory(_against_fakes(s3_server, fake_vlm, fake_enhancer))
+
+
+@pytest.fixture
+def scene_bucket(s3_server: S3Server) -> Iterator[BatchBucket]:
+    """A fresh bucket holding the drawn scenes (``tests/support/scenes.py``): what a review writes beside an
+    image is this test's alone."""
+    bucket = new_bucket(s3_server, prefix="review")
+    put_scenes(bucket.client, bucket.name, SCENES)
+    yield bucket
+    bucket.remove()
+
+
+@pytest.fixture
+def connections() -> Iterator[Connections]:
+    """Every httpcore connection the test makes, recorded; any beyond loopback refused before its socket."""
+    with guard_connections() as seen:
+        yield seen

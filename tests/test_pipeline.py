@@ -20,9 +20,10 @@ async def test_a_request_waiting_too_long_for_an_image_slot_is_told_to_come_back
         S3_ENDPOINT_URL=s3_server.endpoint_url, VLM_BASE_URL=fake_vlm.base_url, MAX_CONCURRENT_IMAGES=1
     )
     async with open_pipeline(settings, slot_wait_s=0.2) as pipeline:
-        async with pipeline.image_slot():  # another request holds the only slot
-            with pytest.raises(GatewayBusy) as busy:
-                await pipeline.caption(CaptionRequest(s3_uri=f"s3://{BUCKET}/in-budget.jpg"))
+        lease = await pipeline.lease()  # another request holds the only slot
+        with pytest.raises(GatewayBusy) as busy:
+            await pipeline.caption(CaptionRequest(s3_uri=f"s3://{BUCKET}/in-budget.jpg"))
+        lease.release()
         assert busy.value.retry_after
         result = await pipeline.caption(CaptionRequest(s3_uri=f"s3://{BUCKET}/in-budget.jpg"))
     assert result.caption

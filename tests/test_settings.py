@@ -103,3 +103,17 @@ def test_api_keys_that_name_no_key_refuse_to_start(
         Settings()
     assert main(["serve"]) == 1
     assert "API_KEYS" in capsys.readouterr().err
+
+
+def test_review_write_back_names_modes_and_a_bad_one_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("REVIEW_WRITE_BACK", " xmp, sidecar,xmp ")
+    monkeypatch.setenv("REVIEW_REQUIRED", "true")
+    settings = Settings()
+    assert settings.review_write_back_modes == {"xmp", "sidecar"}
+    assert settings.review_required is True
+    monkeypatch.setenv("REVIEW_WRITE_BACK", "sidecar,exif")
+    assert main(["serve"]) == 1
+    err = capsys.readouterr().err
+    assert "review_write_back" in err.lower() and "exif" in err and "sidecar, tags, xmp" in err

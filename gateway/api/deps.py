@@ -18,7 +18,9 @@ from gateway.events.intake import EventIntake
 from gateway.events.runtime import Events
 from gateway.metrics import GatewayMetrics
 from gateway.pipeline import CaptionPipeline
+from gateway.review import ReviewService
 from gateway.settings import Settings
+from gateway.thumbnails import Thumbnails
 from gateway.warmup import VocabularyWarmup
 from gateway.wiring import Services
 
@@ -64,6 +66,14 @@ async def get_events(request: Request) -> EventIntake:
     return events.intake
 
 
+async def get_review(request: Request) -> ReviewService:
+    return _services(request).review
+
+
+async def get_thumbnails(request: Request) -> Thumbnails:
+    return _services(request).thumbnails
+
+
 async def get_metrics(request: Request) -> GatewayMetrics:
     metrics: GatewayMetrics = request.app.state.metrics
     return metrics
@@ -80,6 +90,8 @@ CatalogueDep = Annotated[Catalogue, Depends(get_catalogue)]
 MetricsDep = Annotated[GatewayMetrics, Depends(get_metrics)]
 WarmupDep = Annotated[VocabularyWarmup, Depends(get_warmup)]
 EventsDep = Annotated[EventIntake, Depends(get_events)]
+ReviewDep = Annotated[ReviewService, Depends(get_review)]
+ThumbnailsDep = Annotated[Thumbnails, Depends(get_thumbnails)]
 
 
 async def require_api_key(

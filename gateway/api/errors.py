@@ -20,6 +20,7 @@ MESSAGE_MAX_CHARS = 1000
 _STATUS: list[tuple[type[errors.GatewayError], int, str]] = [
     (errors.InvalidInput, 422, "invalid_request_error"),
     (errors.CaptionNotFound, 404, "not_found_error"),
+    (errors.ReviewConflict, 409, "conflict_error"),
     (errors.CatalogueUnavailable, 503, "service_unavailable_error"),
     (errors.Overloaded, 429, "rate_limit_error"),
     (errors.ImageTooLarge, 413, "request_too_large_error"),
@@ -29,6 +30,8 @@ _STATUS: list[tuple[type[errors.GatewayError], int, str]] = [
     (errors.AccessDenied, 403, "permission_error"),
     (errors.SourceUnavailable, 503, "service_unavailable_error"),
     (errors.GatewayBusy, 503, "service_unavailable_error"),
+    (errors.ImageUrlFailed, 502, "bad_gateway_error"),
+    (errors.ImageUrlTimeout, 504, "timeout_error"),
     (errors.BackendUnavailable, 503, "service_unavailable_error"),
     (errors.BackendTimeout, 504, "timeout_error"),
     (errors.BackendBadResponse, 502, "bad_gateway_error"),
@@ -135,17 +138,29 @@ CAPTION_RESPONSES = _declared(
     {
         403: "S3 refused access: a credentials or permission problem",
         404: "No such S3 bucket or key, or no catalogue entry with that id",
-        413: "The request body is over MAX_REQUEST_BYTES, or the image has too many bytes or pixels, or "
-        "would take more than MAX_DECODE_BYTES to decode",
-        415: "Not an image, an unsupported format, truncated or empty",
-        422: "Malformed body or query: bad s3_uri, style, language, vocabulary, reasoning level or cursor",
+        413: "The request body is over MAX_REQUEST_BYTES (an upload over MAX_IMAGE_BYTES, refused as soon as "
+        "it passes the cap), or the image has too many bytes or pixels, or would take more than "
+        "MAX_DECODE_BYTES to decode",
+        415: "Not an image (an upload or a URL's content sniffed), an unsupported format, truncated or empty",
+        422: "Malformed body or query: not exactly one image, bad s3_uri, base64 or upload, an image URL the "
+        "gateway will not fetch (image_url_forbidden, image_url_disabled), bad style, language, vocabulary, "
+        "reasoning level or cursor",
         429: "Overloaded: MAX_INFLIGHT requests at work and MAX_QUEUED waiting (see Retry-After)",
         500: "A bug in the gateway; the log has the traceback under the same request id",
-        502: "The VLM refused the request or answered something unusable",
+        502: "The VLM refused the request or answered something unusable; an image URL's server unreachable, "
+        "answering an error or redirecting too often",
         503: "S3, the VLM, the catalogue or the gateway itself unavailable or overloaded (see Retry-After)",
-        504: "The VLM did not answer within VLM_TIMEOUT_S",
+        504: "The VLM did not answer within VLM_TIMEOUT_S; an image URL within IMAGE_URL_TIMEOUT_S",
     }
 )
 # Everything POST /caption (and the catalogue's routes) can answer; 401 is declared where a route is
 # included with the key (routes.include_routers), so only when API_KEYS is set.
 ERROR_RESPONSES = {**SERVER_RESPONSES, **FRONT_DOOR_RESPONSES, **CAPTION_RESPONSES}
+# Only the review routes answer 409: declared on them, not on every route.
+REVIEW_RESPONSES: dict[int | str, dict[str, object]] = {
+    **ERROR_RESPONSES,
+    409: {
+        "model": ErrorEnvelope,
+        "description": "The entry's state does not allow this (a write-back retry of an unapproved entry)",
+    },
+}

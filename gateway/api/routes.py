@@ -10,6 +10,8 @@ from fastapi.responses import JSONResponse
 
 from gateway.api import captions as catalogue_routes
 from gateway.api import events as events_routes
+from gateway.api import review as review_routes
+from gateway.api import thumbnails as thumbnail_routes
 from gateway.api.deps import (
     ApiKeyDep,
     CaptionsDep,
@@ -22,9 +24,10 @@ from gateway.api.deps import (
     WarmupDep,
 )
 from gateway.api.errors import CAPTION_RESPONSES, FRONT_DOOR_RESPONSES, PROTECTED_RESPONSES
+from gateway.api.inputs import CaptionBody, read_json
 from gateway.api.schemas import (
+    CAPTION_REQUEST_BODY,
     BackendStatus,
-    CaptionIn,
     CaptionOut,
     CatalogueStatus,
     HealthOut,
@@ -32,9 +35,10 @@ from gateway.api.schemas import (
     StylesOut,
     VocabularyStatus,
 )
-from gateway.errors import CatalogueUnavailable
+from gateway.api.uploads import read_upload
+from gateway.errors import CatalogueUnavailable, InvalidInput
 from gateway.languages import LANGUAGES
-from gateway.pipeline import StageTimings
+from gateway.pipeline import CaptionPipeline, StageTimings
 
 # Public and protected routers, so that which routes need a key is decided in one place: the request guard
 # (guard.py) lets through without a key only the paths of ``public_router`` (and the API docs); every other
@@ -45,15 +49,26 @@ router = APIRouter()
 public_router = APIRouter()
 
 
-def include_routers(app: FastAPI, keys_required: bool, events_keys_required: bool) -> None:
-    for protected in (router, catalogue_routes.router, events_routes.router):
+def include_routers(
+    app: FastAPI, keys_required: bool, events_keys_required: bool, public: tuple[APIRouter, ...] = ()
+) -> None:
+    """``public``: more routers whose paths need no key (the review page's files, built per app)."""
+    protected_routers = (
+        router,
+        catalogue_routes.router,
+        review_routes.router,
+        thumbnail_routes.router,
+        events_routes.router,
+    )
+    for protected in protected_routers:
         if keys_required:
             app.include_router(protected, dependencies=[ApiKeyDep], responses=PROTECTED_RESPONSES)
         else:
             app.include_router(protected)
     intake = events_routes.intake_router
     app.include_router(intake, dependencies=[EventsKeyDep] if events_keys_required else [])
-    app.include_router(public_router)
+    for open_router in (public_router, *public):
+        app.include_router(open_router)
 
 
 @router.post(
@@ -61,12 +76,25 @@ def include_routers(app: FastAPI, keys_required: bool, events_keys_required: boo
     response_model=CaptionOut,
     response_model_exclude_none=True,
     responses={**FRONT_DOOR_RESPONSES, **CAPTION_RESPONSES},
+    openapi_extra=CAPTION_REQUEST_BODY,
 )
-async def caption(body: CaptionIn, request: Request, captions: CaptionsDep) -> CaptionOut:
+async def caption(request: Request, captions: CaptionsDep, settings: SettingsDep) -> CaptionOut:
+    """Caption one image, named by JSON (`s3_uri`, `image_url`, or its bytes as `image_base64`) or sent as a
+    multipart upload (`file`, with the same fields as form fields)."""
     timings = StageTimings()
     request.state.timings = timings  # the access log reports them, for failed requests too
-    served = await captions.caption(body.to_request(), refresh=body.refresh, timings=timings)
+    body = await _caption_body(request, captions.pipeline, settings.max_image_bytes)
+    served = await captions.caption(body.request, refresh=body.refresh, timings=timings)
     return CaptionOut(**dict(served.record), cached=served.cached)
+
+
+async def _caption_body(request: Request, pipeline: CaptionPipeline, max_image_bytes: int) -> CaptionBody:
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media == "multipart/form-data":
+        return await read_upload(request, pipeline, max_image_bytes)
+    if media and media != "application/json" and not media.endswith("+json"):
+        raise InvalidInput(f"send application/json, or multipart/form-data with a file (not {media[:80]})")
+    return await read_json(request, pipeline, max_image_bytes)
 
 
 @public_router.get("/health", response_model=HealthOut, responses={503: {"model": HealthOut}})

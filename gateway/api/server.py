@@ -99,6 +99,10 @@ class SlowClientProtocol(HttpToolsProtocol):
 def uvicorn_options(settings: Settings) -> dict[str, Any]:
     """Everything ``uvicorn.run`` / ``uvicorn.Config`` needs besides the app, host, port and workers."""
     return {
+        # Named, not "auto": auto falls back to asyncio's loop without a word when uvloop is missing, at a
+        # cost in CPU per request; the protocol is httptools' (SlowClientProtocol subclasses it). Both come
+        # with uvicorn[standard].
+        "loop": "uvloop",
         "http": functools.partial(SlowClientProtocol, header_timeout_s=settings.client_header_timeout_s),
         "timeout_keep_alive": settings.keepalive_timeout_s,
         "log_level": settings.log_level,

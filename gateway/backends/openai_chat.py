@@ -1,11 +1,12 @@
 """The one HTTP client for OpenAI-compatible servers (vLLM): retries, timeouts, typed errors.
 
-Modelled on openai-python: an injected ``httpx.AsyncClient``, a short connect timeout, retries only on
-connection errors, 408, 429 and 5xx with capped exponential backoff and jitter (honouring Retry-After),
-and error messages that never carry credentials: a client sees a stable message and the backend's status,
-never the backend's body (which may echo our request headers) or its URL; those go to the log, whose
-filter (``gateway.logs``) masks credentials. Bodies are encoded once per call with orjson: a 1 MP
-image's base64 data URL costs ~1 ms of CPU in the standard encoder's escape scan, a tenth of that in orjson.
+Modelled on openai-python: an injected ``httpx.AsyncClient`` (built by ``gateway.http_client``, on aiohttp's
+pool), a short connect timeout, retries only on connection errors, 408, 429 and 5xx with capped exponential
+backoff and jitter (honouring Retry-After), and error messages that never carry credentials: a client sees a
+stable message and the backend's status, never the backend's body (which may echo our request headers) or
+its URL; those go to the log, whose filter (``gateway.logs``) masks credentials. Bodies are encoded once per
+call with orjson: a 1 MP image's base64 data URL costs ~1 ms of CPU in the standard encoder's escape scan,
+a tenth of that in orjson.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 from gateway.errors import BackendBadResponse, BackendTimeout, BackendUnavailable
 
 log = logging.getLogger("gateway.backends")
-CONNECT_TIMEOUT_S = 3.0
 LOGGED_BODY_CHARS = 500
 HEALTH_TIMEOUT_S = 2.0
 RETRY_BASE_S = 0.25
@@ -39,14 +39,9 @@ def redact_url(url: str) -> str:
     return _USERINFO.sub("//***@", url)
 
 
-def make_http_client(api_key: str | None, timeout_s: float, max_connections: int) -> httpx.AsyncClient:
-    """A pooled keep-alive client for one backend; the app's lifespan owns and closes it."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    return httpx.AsyncClient(
-        headers=headers,
-        timeout=httpx.Timeout(timeout_s, connect=min(CONNECT_TIMEOUT_S, timeout_s)),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-    )
+def auth_headers(api_key: str | None) -> dict[str, str]:
+    """The headers a backend's client sends on every request."""
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 @dataclass(frozen=True)

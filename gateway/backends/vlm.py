@@ -129,9 +129,12 @@ class VlmBackend:
         self, image: PreparedImage, spec: CaptionSpec, context: ContextRecord | None = None
     ) -> dict[str, Any]:
         data_url = "data:image/jpeg;base64," + base64.b64encode(image.jpeg).decode("ascii")
+        # Same for every request of a style first (system prompt, instructions, schema, language), then the
+        # image, then what is this request's own: vLLM's prefix cache reuses KV blocks of an identical
+        # prompt prefix only, so the style's text is prefilled once, not after every image again.
         content: list[dict[str, Any]] = [
-            {"type": "image_url", "image_url": {"url": data_url}},
             {"type": "text", "text": build_prompt(spec, self.structured)},
+            {"type": "image_url", "image_url": {"url": data_url}},
         ]
         extra = request_text(spec, context)
         if extra:

@@ -30,7 +30,7 @@ from gateway.errors import (
     OutputFailed,
 )
 from gateway.pipeline import CaptionPipeline, CaptionRequest, StageTimings, caption_spec
-from gateway.records import CaptionLine, CaptionParams, FailureLine
+from gateway.records import CaptionLine, CaptionParams, FailureLine, WriteBackState
 from gateway.settings import Settings, XmpName
 from gateway.sources.s3_uri import parse_prefix, parse_s3_uri
 from gateway.styles import load_styles
@@ -66,6 +66,7 @@ class BatchOptions:
 class Captioned:
     line: CaptionLine
     params: CaptionParams  # what made it: the catalogue keys the line on it
+    write_back: WriteBackState | None = None  # what was written beside the image, or deferred to approval
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,9 @@ class Captioner:
         self._pipeline = pipeline
         self._s3 = s3
         self._request = options.request
+        # REVIEW_REQUIRED: nothing is written beside an image until a person approves its caption; the
+        # catalogue keeps the modes asked for, and the approval writes them (gateway/review.py).
+        self._deferred = settings.review_required
         config = WriteBackConfig.from_settings(
             settings,
             options.write_back,
@@ -100,6 +104,8 @@ class Captioner:
     async def caption_item(self, item: Item) -> Outcome:
         timings = StageTimings()
         try:
+            if item.is_url:
+                return await self._caption_url(item, timings)
             if item.etag is None and item.done_etag is not None:
                 # A URI list has no ETags: S3 is asked only for URIs DEST already holds.
                 item = replace(item, etag=await self._s3.source.head_etag(parse_s3_uri(item.uri)))
@@ -107,24 +113,32 @@ class Captioner:
                     return Skipped(item.uri)
             result = await self._pipeline.caption(replace(self._request, s3_uri=item.uri), timings)
             line = CaptionLine.of(result.record(), result.etag, dict(timings.ms))
-            await self._writeback.apply(line)
-            return Captioned(line, result.params)
+            # A write-back failure fails the image: its line never reaches DEST.
+            written = await self._writeback.apply_or_defer(line, defer=self._deferred)
+            return Captioned(line, result.params, written)
         except GatewayError as exc:
             return _failed(item, exc.code, exc.message, timings)
         except Exception as exc:  # a bug must not stop 5 million images; it is reported with the image
             log.exception("unexpected error on %s", item.uri)
             return _failed(item, "internal_error", f"{type(exc).__name__}: {exc}", timings)
 
+    async def _caption_url(self, item: Item, timings: StageTimings) -> Outcome:
+        result = await self._pipeline.caption(replace(self._request, image_url=item.uri), timings)
+        line = CaptionLine.of(result.record(), None, dict(timings.ms))
+        # Refused (write_back_needs_s3) when write-back is asked for: there is nothing beside a URL to write.
+        written = await self._writeback.apply_or_defer(line, defer=self._deferred)
+        return Captioned(line, result.params, written)
+
 
 def _failed(item: Item, reason: str, message: str, timings: StageTimings) -> Failed:
-    return Failed(
-        FailureLine(s3_uri=item.uri, etag=item.etag, reason=reason, message=message, timings=timings.ms)
-    )
+    where = {"image_url": item.uri, "s3_uri": None} if item.is_url else {"s3_uri": item.uri}
+    return Failed(FailureLine(**where, etag=item.etag, reason=reason, message=message, timings=timings.ms))
 
 
 @asynccontextmanager
 async def open_captioner(settings: Settings, options: BatchOptions, s3: S3) -> AsyncIterator[Captioner]:
-    async with open_pipeline(settings, s3=s3) as pipeline:
+    # A batch fetches the URLs its operator listed (under the URL rules), whatever IMAGE_URL_ENABLED says.
+    async with open_pipeline(settings, s3=s3, image_urls=True) as pipeline:
         yield Captioner(pipeline, s3, options, settings)
 
 
@@ -160,7 +174,8 @@ class Job:
                 await self.output.write(outcome.line)
             except (GatewayError, OSError) as exc:  # S3 refusing a part, or a local disk that is full
                 raise OutputFailed(self.cannot_write(exc)) from None
-            await keep(self.catalogue, outcome.line, outcome.params, "batch")  # after DEST: never instead
+            # After DEST, never instead of it.
+            await keep(self.catalogue, outcome.line, outcome.params, "batch", outcome.write_back)
             self.progress.advance("done")
 
     def cannot_write(self, exc: GatewayError | OSError) -> str:
@@ -194,6 +209,8 @@ async def _pending(job: Job) -> AsyncIterator[Item]:
         job.progress.listed(listed)
         if item.etag is not None and job.done.is_done(item.uri, item.etag):
             job.progress.advance("skipped")
+        elif item.is_url and item.uri in job.done.etags:
+            job.progress.advance("skipped")  # a URL in DEST is done: resume does not fetch it again
         elif item.etag is None and item.uri in job.done.etags:
             yield Item(item.uri, done_etag=job.done.etags[item.uri])
         else:

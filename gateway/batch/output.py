@@ -33,13 +33,11 @@ class DoneIndex:
     stale: bool = False
 
     def add_line(self, raw: bytes) -> None:
-        try:
-            record = json.loads(raw)
-            uri, etag = str(record["s3_uri"]), str(record.get("etag", ""))
-        except (ValueError, KeyError, TypeError):
+        uri = uri_of(raw)
+        if uri is None:
             self.stale = True  # not ours to understand; compaction drops it
             return
-        self.add(uri, etag)
+        self.add(uri, str(json.loads(raw).get("etag") or ""))
 
     def add(self, uri: str, etag: str) -> None:
         if uri in self.etags:
@@ -51,9 +49,11 @@ class DoneIndex:
 
 
 def uri_of(raw: bytes) -> str | None:
+    """What a line captioned: its S3 URI, or the URL of a URL list's image."""
     try:
-        return str(json.loads(raw)["s3_uri"])
-    except (ValueError, KeyError, TypeError):
+        record = json.loads(raw)
+        return str(record.get("s3_uri") or record["image_url"])
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -147,7 +147,7 @@ class LocalJsonl:
     async def write(self, line: CaptionLine) -> None:
         assert self._out is not None, "prepare() first"
         self._out.append(line.encode())
-        self._done.add(line.s3_uri, line.etag)
+        self._done.add(line.source_uri, line.etag or "")
 
     async def fail(self, line: FailureLine) -> None:
         assert self._errors is not None, "prepare() first"

@@ -83,7 +83,7 @@ class S3Parts:
 
     async def write(self, line: CaptionLine) -> None:
         self._buffer.append(line.encode())
-        self._done.add(line.s3_uri, line.etag)
+        self._done.add(line.source_uri, line.etag or "")
         if len(self._buffer) >= self._part_lines or time.monotonic() - self._flushed_at >= PART_SECONDS:
             await self.flush()
 

@@ -1,4 +1,5 @@
-"""What to caption: every image-named object under an S3 prefix, or the S3 URIs listed in a file."""
+"""What to caption: every image-named object under an S3 prefix, or the S3 URIs and image URLs listed in a
+file (URLs are fetched under the same rules as ``"image_url"``: README, *Images by URL*)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ class Item:
     etag: str | None = None
     done_etag: str | None = None
 
+    @property
+    def is_url(self) -> bool:
+        return not self.uri.startswith("s3://")
+
 
 async def iter_items(
     source: str, s3: S3Source, *, modified_since: datetime | None = None, page_size: int = 1000
@@ -39,7 +44,8 @@ async def iter_items(
 
 
 def _read_uri_file(path: Path) -> Iterator[str]:
-    """One S3 URI per line, or JSONL with an ``s3_uri`` field; read lazily, blank lines and # skipped."""
+    """One S3 URI or image URL per line, or JSONL with an ``s3_uri`` or ``image_url`` field; read lazily,
+    blank lines and # skipped. A URL is checked when it is fetched, like any other."""
     with path.open(encoding="utf-8") as lines:
         for number, raw in enumerate(lines, 1):
             line = raw.strip()
@@ -47,7 +53,8 @@ def _read_uri_file(path: Path) -> Iterator[str]:
                 continue
             if line.startswith("{"):
                 try:
-                    line = str(json.loads(line)["s3_uri"])
-                except (ValueError, KeyError, TypeError):
-                    raise InvalidInput(f"{path}:{number}: a JSON line needs an s3_uri") from None
+                    record = json.loads(line)
+                    line = str(record.get("s3_uri") or record["image_url"])
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    raise InvalidInput(f"{path}:{number}: a JSON line needs an s3_uri or image_url") from None
             yield line

@@ -10,8 +10,9 @@ from gateway.catalogue.queue import (
     QueueError,
     QueueStats,
 )
+from gateway.catalogue.review import ReviewStore
 from gateway.catalogue.search import CaptionQuery
-from gateway.catalogue.store import Catalogue, Page
+from gateway.catalogue.store import Catalogue, Page, identity_of
 
 __all__ = [
     "QUEUE_STATES",
@@ -24,5 +25,7 @@ __all__ = [
     "Page",
     "QueueError",
     "QueueStats",
+    "ReviewStore",
+    "identity_of",
     "open_catalogue",
 ]

@@ -38,6 +38,7 @@ captions = Table(
     Column("source", String(16), nullable=False),
     Column("status", String(16), nullable=False),
     Column("edited", Json),
+    Column("write_back", Json),  # records.WriteBackState: written beside the image, or waiting (0003)
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )

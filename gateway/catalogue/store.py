@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, func, select
 from sqlalchemy.dialects.postgresql import insert as postgres_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
@@ -21,7 +21,7 @@ from gateway.catalogue.database import Database
 from gateway.catalogue.schema import captions
 from gateway.catalogue.search import CaptionQuery, next_cursor, statement
 from gateway.errors import CaptionNotFound, CatalogueUnavailable
-from gateway.records import CaptionLine, CaptionParams, CatalogueEntry, EditedFields, Origin
+from gateway.records import CaptionLine, CaptionParams, CatalogueEntry, EditedFields, Origin, WriteBackState
 from gateway.sources.s3_uri import parse_s3_uri
 
 SEARCH_TIMEOUT_S = 10.0
@@ -29,9 +29,15 @@ UNIQUE = ("identity", "params_key")  # one row per image version and parameters
 EXPORT_BATCH = 500
 
 
-def identity_of(s3_uri: str, etag: str) -> str:
-    """One image version: the object and the ETag S3 gave it."""
-    return f"{s3_uri}@{etag}"
+def identity_of(s3_uri: str | None, etag: str | None, sha256: str | None = None) -> str:
+    """One image version: an S3 object and the ETag S3 gave it, ``s3://bucket/key@etag``; bytes sent or
+    fetched from a URL are their own version, ``sha256:<hex>`` (a URL's content can change, its bytes
+    cannot, so a URL is kept by what it served)."""
+    if s3_uri:
+        return f"{s3_uri}@{etag or ''}"
+    if not sha256:
+        raise ValueError("an image without an S3 URI is kept by its SHA-256")
+    return f"sha256:{sha256}"
 
 
 @dataclass(frozen=True)
@@ -53,28 +59,37 @@ class Catalogue:
         """False for a few seconds after the database failed: callers skip it rather than wait."""
         return self.database.up
 
-    async def lookup(self, s3_uri: str, etag: str, params: CaptionParams) -> CatalogueEntry | None:
-        """The stored result for this image version and these params, if any."""
-        stmt = select(captions).where(
-            captions.c.identity == identity_of(s3_uri, etag), captions.c.params_key == params.key()
-        )
+    async def lookup(self, identity: str, params: CaptionParams) -> CatalogueEntry | None:
+        """The stored result for this image version (``identity_of``) and these params, if any."""
+        stmt = select(captions).where(captions.c.identity == identity, captions.c.params_key == params.key())
         async with self.database.connect() as connection:
             row = (await connection.execute(stmt)).first()
-        return _entry(row) if row is not None else None
+        return entry_of(row) if row is not None else None
 
-    async def store(self, line: CaptionLine, params: CaptionParams, source: Origin) -> int:
+    async def store(
+        self,
+        line: CaptionLine,
+        params: CaptionParams,
+        source: Origin,
+        *,
+        write_back: WriteBackState | None = None,
+    ) -> int:
         """Keeps a result; a result for the same version and params replaces the model's text (a refresh)
-        but never a person's edit, and sends an approved caption whose text changed back to review."""
-        return await self._upsert(_values(line, params, source), _refresh)
+        but never a person's edit, and sends a decided caption whose text changed back to review.
+        ``write_back``: what the producer wrote beside the image, or deferred to approval."""
+        values = _values(line, params, source)
+        values["write_back"] = _json(write_back)
+        return await self._upsert(values, _refresh)
 
     async def restore(self, entry: CatalogueEntry) -> int:
         """Puts back an exported entry as it was (review status, edits, times); ``db import`` uses it."""
-        line = CaptionLine.model_validate(entry.model_dump(include=set(CaptionLine.model_fields)))
+        line = line_of(entry)
         values = {
             **_values(line, entry.params, entry.source),
-            **_search_text(line, entry.edited),
+            **search_text(line, entry.edited),
             "status": entry.status,
-            "edited": entry.edited.model_dump(mode="json", exclude_none=True) if entry.edited else None,
+            "edited": _json(entry.edited),
+            "write_back": _json(entry.write_back),
             "created_at": entry.created_at,
             "updated_at": entry.updated_at,
         }
@@ -94,14 +109,14 @@ class Catalogue:
             row = (await connection.execute(select(captions).where(captions.c.id == caption_id))).first()
         if row is None:
             raise CaptionNotFound(f"no caption with id {caption_id} in the catalogue")
-        return _entry(row)
+        return entry_of(row)
 
     async def search(self, query: CaptionQuery) -> Page:
         async with self.database.connect(SEARCH_TIMEOUT_S) as connection:
             rows = (await connection.execute(statement(query, self.database.dialect))).all()
         more = len(rows) > query.limit
         rows = rows[: query.limit]
-        return Page([_entry(r) for r in rows], next_cursor(query, rows[-1]) if more and rows else None)
+        return Page([entry_of(r) for r in rows], next_cursor(query, rows[-1]) if more and rows else None)
 
     async def export(self) -> AsyncIterator[CatalogueEntry]:
         """Every entry in id order, a batch at a time (the whole catalogue is never in memory)."""
@@ -111,7 +126,7 @@ class Catalogue:
             async with self.database.connect(SEARCH_TIMEOUT_S) as connection:
                 rows = (await connection.execute(stmt)).all()
             for row in rows:
-                yield _entry(row)
+                yield entry_of(row)
             if len(rows) < EXPORT_BATCH:
                 return
             after = int(rows[-1].id)
@@ -129,20 +144,33 @@ class Catalogue:
         return True
 
 
+def line_of(entry: CatalogueEntry) -> CaptionLine:
+    """The model's line an entry holds (without review fields or a person's edits)."""
+    return CaptionLine.model_validate(entry.model_dump(include=set(CaptionLine.model_fields)))
+
+
+def _json(model: EditedFields | WriteBackState | None) -> dict[str, Any] | None:
+    return model.model_dump(mode="json", exclude_none=True) if model is not None else None
+
+
 def _values(line: CaptionLine, params: CaptionParams, source: Origin) -> dict[str, Any]:
-    location = parse_s3_uri(line.s3_uri)
+    location = parse_s3_uri(line.s3_uri) if line.s3_uri else None
     now = datetime.now(UTC)
+    record = line.model_dump(mode="json", exclude_none=True, exclude={"etag", "timings"})
+    if line.image_url:
+        record["image_url"] = kept_url(line.image_url)
     return {
-        "identity": identity_of(line.s3_uri, line.etag),
+        "identity": identity_of(line.s3_uri, line.etag, line.image_sha256),
         "params_key": params.key(),
         "s3_uri": line.s3_uri,
-        "bucket": location.bucket,
-        "key": location.key,
+        "bucket": location.bucket if location else None,
+        "key": location.key if location else None,
         "etag": line.etag,
+        "image_sha256": line.image_sha256,
         "params": params.model_dump(mode="json"),
-        "record": line.model_dump(mode="json", exclude_none=True, exclude={"etag", "timings"}),
+        "record": record,
         "timings": line.timings,
-        **_search_text(line, None),
+        **search_text(line, None),
         "source": source,
         "status": "pending",
         "created_at": now,
@@ -150,7 +178,13 @@ def _values(line: CaptionLine, params: CaptionParams, source: Origin) -> dict[st
     }
 
 
-def _search_text(line: CaptionLine, edited: EditedFields | None) -> dict[str, str]:
+def kept_url(url: str) -> str:
+    """A URL as the catalogue keeps it: without its query and fragment, where a signed URL carries its
+    credentials (``X-Amz-Signature=...``); the response to the request echoes it whole."""
+    return url.split("#", 1)[0].split("?", 1)[0]
+
+
+def search_text(line: CaptionLine, edited: EditedFields | None) -> dict[str, str]:
     """What search finds a row by: a person's edit where there is one, the model's text otherwise."""
     keywords = edited.keywords if edited and edited.keywords is not None else line.keywords
     return {
@@ -161,8 +195,10 @@ def _search_text(line: CaptionLine, edited: EditedFields | None) -> dict[str, st
 
 
 def _refresh(new: Any) -> dict[str, Any]:
-    """The columns a repeat of (version, params) updates; a person's edit keeps its searchable text."""
+    """The columns a repeat of (version, params) updates; a person's edit keeps its searchable text, and a
+    decision stands while the model's text is the same (a re-run must not undo a day of review)."""
     edited = captions.c.edited.is_not(None)
+    same_text = and_(captions.c.caption == new.caption, captions.c.keywords == new.keywords)
     return {
         "record": new.record,
         "timings": new.timings,
@@ -171,11 +207,12 @@ def _refresh(new: Any) -> dict[str, Any]:
         "caption": case((edited, captions.c.caption), else_=new.caption),
         "keywords": case((edited, captions.c.keywords), else_=new.keywords),
         "visible_text": case((edited, captions.c.visible_text), else_=new.visible_text),
-        "status": case((edited, captions.c.status), else_="pending"),
+        "status": case((edited, captions.c.status), (same_text, captions.c.status), else_="pending"),
+        "write_back": func.coalesce(new.write_back, captions.c.write_back),
     }
 
 
-def _entry(row: Row[Any]) -> CatalogueEntry:
+def entry_of(row: Row[Any]) -> CatalogueEntry:
     return CatalogueEntry(
         **row.record,
         etag=row.etag,
@@ -187,6 +224,7 @@ def _entry(row: Row[Any]) -> CatalogueEntry:
         updated_at=_utc(row.updated_at),
         params=row.params,
         edited=row.edited,
+        write_back=row.write_back,
     )
 
 

@@ -97,7 +97,13 @@ def _captioner(settings: Settings, services: Services) -> EventCaptioner:
         language=settings.events_language,
     )
     writeback = WriteBack(services.s3.source, services.s3.writer, config)
-    return EventCaptioner(services.pipeline, services.catalogue, writeback, event_request(settings))
+    return EventCaptioner(
+        services.pipeline,
+        services.catalogue,
+        writeback,
+        event_request(settings),
+        review_required=settings.review_required,
+    )
 
 
 def _intake(

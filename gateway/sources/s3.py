@@ -1,42 +1,40 @@
-"""S3 through aiobotocore: the client, the retry and error policy every S3 call goes through, and reads.
+"""S3: the aiobotocore client and reads; the one module that talks to S3 for reading.
 
 Reads (this module): an image, streamed with a size cap so an oversized object is refused before it is held
 whole; a HEAD for the current ETag; a listing, page by page; a small whole object (a sidecar, a batch part).
-Writes (puts, deletes, tags) are ``s3_writes.py``, on the same client and policy. Retries are ours
-(tenacity, the same policy as the model backends), so botocore's own are switched off.
+Writes (puts, deletes, tags) are ``s3_writes.py``, on the same client. Every call goes through the retry and
+error policy of ``s3_policy.py`` (tenacity, the same policy as the model backends), so botocore's own
+retries are switched off.
+
+Object bodies (every image) are read with a presigned GET on the gateway's pooled HTTP client
+(``gateway.http_client``, built by the wiring), where a ``get_object`` call runs aiobotocore's whole
+per-request pipeline (event hooks, endpoint rules, signing, response parsing). The URL is signed by
+botocore's SigV4 query signer (~0.07 ms of CPU; ``generate_presigned_url``'s event and parameter pipeline
+costs ~0.2 ms more), on the URL botocore's endpoint rules give the bucket, asked once per bucket. S3's error
+answers are parsed by botocore's own parser, so they map exactly as ``get_object``'s did. Listing, HEAD,
+tags and writes stay on aiobotocore.
 """
 
 from __future__ import annotations
 
-import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import aiohttp
+import httpx
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    ConnectionError,
-    HTTPClientError,
-    IncompleteReadError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ResponseStreamingError,
-)
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    wait_exponential,
-    wait_random,
-)
+from botocore.auth import S3SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.exceptions import ClientError, NoCredentialsError
+from botocore.parsers import create_parser
+from botocore.utils import percent_encode
 
-from gateway.errors import AccessDenied, ImageTooLarge, ObjectNotFound, SourceUnavailable
+from gateway.errors import ImageTooLarge, ObjectNotFound
+from gateway.sources.s3_policy import call_with_retries
 from gateway.sources.s3_uri import S3Location
 
 if TYPE_CHECKING:
@@ -45,21 +43,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 CONNECT_TIMEOUT_S = 3.0
 CHUNK_BYTES = 256 * 1024
-MAX_ATTEMPTS = 3
-RETRY_AFTER_S = 2.0
-
-_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "404", "NotFound"}
-_DENIED = {
-    "AccessDenied",
-    "403",
-    "Forbidden",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "InvalidToken",
-    "AllAccessDisabled",
-    "AccountProblem",
-}
+PRESIGN_EXPIRES_S = 300  # used at once; S3 checks the expiry when the request starts, not while it streams
+ERROR_BODY_MAX_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -69,14 +54,12 @@ class S3Object:
     etag: str
 
 
-_TRANSIENT = (
-    ConnectionError,
-    HTTPClientError,
-    IncompleteReadError,
-    ResponseStreamingError,
-    aiohttp.ClientError,
-    OSError,
-)
+@dataclass(frozen=True)
+class S3Session:
+    """The aiobotocore client and the credentials it signs with (refreshed by botocore when they expire)."""
+
+    client: S3Client
+    credentials: Any  # aiobotocore's credentials, or None when the AWS chain found none
 
 
 @dataclass(frozen=True)
@@ -86,14 +69,10 @@ class ListedObject:
     last_modified: datetime
 
 
-class TransientS3Error(Exception):
-    """A transient S3 failure worth another attempt."""
-
-
 @asynccontextmanager
 async def open_s3_client(
     *, region: str, endpoint_url: str | None, timeout_s: float, max_connections: int
-) -> AsyncIterator[S3Client]:
+) -> AsyncIterator[S3Session]:
     """An S3 client for the app's lifetime; the normal AWS credential chain applies."""
     config = AioConfig(
         signature_version="s3v4",
@@ -102,21 +81,71 @@ async def open_s3_client(
         retries={"total_max_attempts": 1},
         max_pool_connections=max_connections,
     )
+    session = get_session()
     async with AsyncExitStack() as stack:
         client = await stack.enter_async_context(
-            get_session().create_client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
+            session.create_client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
         )
-        yield client
+        # The very object the client signs with: the session resolved it for create_client and keeps it.
+        yield S3Session(client, await session.get_credentials())
+
+
+class Presigner:
+    """GET URLs signed by botocore's SigV4 query signer, on the bucket's URL as botocore's endpoint rules
+    give it (path or virtual-host style, custom endpoint, FIPS...), asked once per bucket."""
+
+    def __init__(self, session: S3Session) -> None:
+        self._client = session.client
+        self._credentials = session.credentials
+        self._region = session.client.meta.region_name
+        self._prefixes: dict[str, str] = {}  # bucket -> URL up to the key; one entry per bucket read
+
+    async def url(self, location: S3Location) -> str:
+        if self._credentials is None:
+            raise NoCredentialsError()
+        prefix = self._prefixes.get(location.bucket) or await self._prefix(location.bucket)
+        # The key as botocore writes S3's {Key+} URI label.
+        request = AWSRequest(method="GET", url=prefix + percent_encode(location.key, safe="/~"))
+        frozen = await self._credentials.get_frozen_credentials()
+        S3SigV4QueryAuth(frozen, "s3", self._region, expires=PRESIGN_EXPIRES_S).add_auth(request)
+        return str(request.url)
+
+    async def _prefix(self, bucket: str) -> str:
+        sample = await self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": bucket, "Key": "k"}
+        )
+        prefix = sample.split("?", 1)[0].removesuffix("k")
+        self._prefixes[bucket] = prefix
+        return prefix
 
 
 class S3Source:
     """Reads under the gateway's policy. ``max_bytes`` caps an image; ``read`` takes its own cap."""
 
-    def __init__(self, client: S3Client, *, max_bytes: int, timeout_s: float, retry_base_s: float = 0.2):
+    def __init__(
+        self,
+        session: S3Session,
+        http: httpx.AsyncClient,
+        *,
+        max_bytes: int,
+        timeout_s: float,
+        retry_base_s: float = 0.2,
+    ) -> None:
+        client = session.client
         self.client = client  # shared with ``S3Writer``: one pool per process
+        self._http = http  # object bodies, by presigned GET
+        self._presigner = Presigner(session)
         self._max_bytes = max_bytes
         self._timeout_s = timeout_s
         self._retry_base_s = retry_base_s
+        service = client.meta.service_model
+        self._error_parser = create_parser(service.metadata["protocol"])
+        shape = service.operation_model("GetObject").output_shape
+        assert shape is not None  # GetObject has an output shape in every botocore release
+        self._get_shape = shape
+        # Buckets outside the client's region (see ``_get``): read with get_object, which follows S3's
+        # region redirects; botocore signs presigned URLs with the client's region whatever it learnt.
+        self._other_region: set[str] = set()
 
     async def fetch(self, location: S3Location) -> S3Object:
         """An image: refused as ``image_too_large`` above ``MAX_IMAGE_BYTES``, before it is held whole."""
@@ -170,13 +199,35 @@ class S3Source:
         )
 
     async def _get(self, location: S3Location, max_bytes: int, limit: str) -> S3Object:
+        if location.bucket in self._other_region or _has_dot_segment(location.key):
+            return await self._get_object(location, max_bytes, limit)
+        url = await self._presigner.url(location)
+        async with self._http.stream("GET", url) as response:
+            if response.status_code == 200:
+                # Checked before reading: an oversized object is refused unread, its connection closed.
+                _check_size(location, _content_length(response.headers), max_bytes, limit)
+                data = await _read_capped(location, response.aiter_raw(), max_bytes, limit)
+                return S3Object(location, data, response.headers.get("etag", "").strip('"'))
+            if not _is_region_redirect(response):
+                raise self._client_error(response.status_code, response.headers, await _error_body(response))
+        # AWS: the bucket is in another region (a 301, or a 400 naming the bucket's region).
+        self._other_region.add(location.bucket)
+        return await self._get_object(location, max_bytes, limit)
+
+    async def _get_object(self, location: S3Location, max_bytes: int, limit: str) -> S3Object:
         response = await self.client.get_object(Bucket=location.bucket, Key=location.key)
         # Entering the body first: an oversized object is refused without reading it, and its
         # connection still goes back to the pool.
         async with response["Body"] as stream:
             _check_size(location, response.get("ContentLength"), max_bytes, limit)
-            data = await _read_capped(location, stream, max_bytes, limit)
+            data = await _read_capped(location, stream.iter_chunks(CHUNK_BYTES), max_bytes, limit)
         return S3Object(location, data, str(response.get("ETag", "")).strip('"'))
+
+    def _client_error(self, status: int, headers: httpx.Headers, body: bytes) -> ClientError:
+        """S3's error answer parsed as botocore parses get_object's, so ``map_client_error`` sees the same."""
+        raw = {"status_code": status, "headers": dict(headers.items()), "body": body}
+        parsed: Any = self._error_parser.parse(raw, self._get_shape)
+        return ClientError(parsed, "GetObject")
 
     async def call(self, location: S3Location, call: Callable[[], Awaitable[T]]) -> T:
         return await call_with_retries(
@@ -192,75 +243,46 @@ def _check_size(location: S3Location, length: int | None, max_bytes: int, limit:
         )
 
 
-async def _read_capped(location: S3Location, stream: Any, max_bytes: int, limit: str) -> bytes:
+async def _read_capped(
+    location: S3Location, chunks: AsyncIterator[bytes], max_bytes: int, limit: str
+) -> bytes:
     # The size header can be absent or wrong; the cap holds while reading too.
     buffer = bytearray()
-    while chunk := await stream.read(CHUNK_BYTES):
+    async for chunk in chunks:
         buffer += chunk
         if len(buffer) > max_bytes:
             _check_size(location, len(buffer), max_bytes, limit)
     return bytes(buffer)
 
 
-async def call_with_retries(
-    location: S3Location, call: Callable[[], Awaitable[T]], *, timeout_s: float, retry_base_s: float
-) -> T:
-    """One S3 call under the gateway's policy: a timeout per attempt, capped exponential backoff with
-    jitter on transient failures, S3's errors mapped to the gateway's. Every S3 call goes through here."""
-    retrying = AsyncRetrying(
-        stop=stop_after_attempt(MAX_ATTEMPTS),
-        wait=wait_exponential(multiplier=retry_base_s, max=2.0) + wait_random(0, retry_base_s),
-        retry=retry_if_exception_type(TransientS3Error),
-        reraise=True,
+def _has_dot_segment(key: str) -> bool:
+    """``a/../b`` (S3 allows it): an HTTP client resolves ``..`` in a URL and would read another key."""
+    return any(segment in {".", ".."} for segment in key.split("/"))
+
+
+def _content_length(headers: httpx.Headers) -> int | None:
+    value = headers.get("content-length")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _is_region_redirect(response: httpx.Response) -> bool:
+    return 300 <= response.status_code < 400 or (
+        response.status_code == 400 and "x-amz-bucket-region" in response.headers
     )
-    try:
-        async for attempt in retrying:
-            with attempt:
-                return await _call_once(location, call, timeout_s)
-    except TransientS3Error as exc:
-        raise SourceUnavailable(
-            f"S3 is unreachable or throttling for {location.uri} after {MAX_ATTEMPTS} attempts: {exc}",
-            retry_after=RETRY_AFTER_S,
-        ) from None
-    raise AssertionError("unreachable")  # pragma: no cover - tenacity either returns or raises
 
 
-async def _call_once(location: S3Location, call: Callable[[], Awaitable[T]], timeout_s: float) -> T:
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await call()
-    except TimeoutError:
-        raise TransientS3Error(f"no complete answer within {timeout_s:g} s") from None
-    except ClientError as exc:
-        raise map_client_error(location, exc) from None
-    except (NoCredentialsError, PartialCredentialsError):
-        raise AccessDenied(
-            f"the gateway has no usable AWS credentials to read {location.uri}; "
-            "configure the AWS credential chain (environment, profile or instance role)",
-            code="s3_no_credentials",
-        ) from None
-    except _TRANSIENT as exc:
-        # A dropped connection mid-download surfaces from aiohttp, aiobotocore's transport.
-        raise TransientS3Error(type(exc).__name__) from None
-    except BotoCoreError as exc:
-        raise SourceUnavailable(
-            f"S3 client error for {location.uri}: {type(exc).__name__}", retry_after=RETRY_AFTER_S
-        ) from None
+async def _error_body(response: httpx.Response) -> bytes:
+    """An error answer's XML, bounded: a misbehaving endpoint cannot make us buffer a large body."""
+    body = bytearray()
+    async for chunk in response.aiter_raw():
+        body += chunk
+        if len(body) >= ERROR_BODY_MAX_BYTES:
+            break
+    return bytes(body[:ERROR_BODY_MAX_BYTES])
 
 
-def map_client_error(location: S3Location, exc: ClientError) -> Exception:
-    error = exc.response.get("Error", {})
-    code = str(error.get("Code", ""))
-    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
-    if code in _NOT_FOUND or status == 404:
-        what = "bucket" if code == "NoSuchBucket" else "object"
-        return ObjectNotFound(f"no such {what}: {location.uri}")
-    if code in _DENIED or status == 403:
-        return AccessDenied(
-            f"S3 refused access to {location.uri} ({code or status}): a credentials or permission "
-            "problem; check the gateway's AWS credentials and the bucket policy"
-        )
-    if status in (408, 429) or status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout"}:
-        return TransientS3Error(f"S3 answered {status} {code}")
-    # A permanent refusal (wrong region, archived object, bad request): no Retry-After to invite retries.
-    return SourceUnavailable(f"S3 refused the request for {location.uri}: {code or status}")
+def tls_verify() -> ssl.SSLContext | bool:
+    """What botocore verifies S3's TLS with (``AWS_CA_BUNDLE`` or the profile's ``ca_bundle``), for the
+    pooled client that reads object bodies; without one, the default trust store, as botocore's."""
+    bundle = get_session().get_config_variable("ca_bundle")
+    return ssl.create_default_context(cafile=bundle) if bundle else True

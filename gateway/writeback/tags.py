@@ -34,6 +34,6 @@ def tags_for(line: CaptionLine, now: datetime | None = None) -> dict[str, str]:
         **{f"{TAG_PREFIX}{name}": tag_value(text) for name, text in extra.items() if text},
         f"{TAG_PREFIX}colors": tag_value(" / ".join(line.colors or [])),
         f"{TAG_PREFIX}model": tag_value(str(models.get("enhancer") or models.get("vlm") or "")),
-        f"{TAG_PREFIX}etag": tag_value(line.etag),
+        f"{TAG_PREFIX}etag": tag_value(line.etag or ""),
         f"{TAG_PREFIX}captioned-at": (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }

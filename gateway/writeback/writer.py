@@ -13,9 +13,10 @@ import posixpath
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from gateway.errors import XmpNameCollision
-from gateway.records import CaptionLine
+from gateway.errors import InvalidInput, XmpNameCollision
+from gateway.records import CaptionLine, WriteBackState
 from gateway.settings import WRITE_BACK_MODES, XMP_FIELD_NAMES, Settings, XmpName
 from gateway.sources.s3 import S3Source
 from gateway.sources.s3_uri import S3Location, parse_s3_uri
@@ -105,6 +106,14 @@ class WriteBack:
         """Runs before the line reaches DEST, so a line in DEST means its write-back is done too.
 
         The XMP sidecar goes first: a stem-name collision is refused before anything else is written."""
+        if not self.modes:
+            return
+        if not line.s3_uri:
+            raise InvalidInput(
+                "write-back writes beside an S3 object; an image from a URL has none (leave --write-back out "
+                "for URL lists)",
+                code="write_back_needs_s3",
+            )
         image = parse_s3_uri(line.s3_uri)
         if "xmp" in self.modes:
             await self._xmp(image, line)
@@ -113,6 +122,18 @@ class WriteBack:
             await self._writer.put(self.sidecar_location(image), body.encode("utf-8"), "application/json")
         if "tags" in self.modes:
             await self._writer.merge_tags(image, tags_for(line), TAG_PREFIX)
+
+    async def apply_or_defer(self, line: CaptionLine, *, defer: bool) -> WriteBackState | None:
+        """What a producer (batch, the event workers) does with a new caption: writes it now, or with
+        ``REVIEW_REQUIRED`` (``defer``) writes nothing and says which modes wait for a person's approval.
+        The catalogue keeps the answer beside the entry; None when no mode is on."""
+        modes = sorted(self.modes)
+        if not modes:
+            return None
+        if defer:
+            return WriteBackState(status="deferred", modes=modes)
+        await self.apply(line)
+        return WriteBackState(status="done", modes=modes, at=datetime.now(UTC))
 
     async def _xmp(self, image: S3Location, line: CaptionLine) -> None:
         location = xmp_location(image, self.config.xmp_name)

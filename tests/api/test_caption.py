@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.support.fake_openai import FakeOpenAI, Reply
-from tests.support.gateway import BUCKET, GatewayFactory, json_enhancement
+from tests.support.gateway import BUCKET, GatewayFactory, json_enhancement, sent_texts
 
 URI = f"s3://{BUCKET}/in-budget.jpg"
 
@@ -29,7 +29,7 @@ async def test_detailed_and_short_prompts_differ(gateway: GatewayFactory, fake_v
     async with gateway() as client:
         await client.post("/caption", json={"s3_uri": URI, "detailed": True})
         await client.post("/caption", json={"s3_uri": URI, "detailed": False})
-    detailed, short = (r["messages"][-1]["content"][-1]["text"] for r in fake_vlm.requests)
+    detailed, short = ("\n".join(sent_texts(fake_vlm, i)) for i in range(2))
     assert "rich, specific detail" in detailed
     assert "one factual sentence" in short
     assert "This image shows" not in fake_vlm.requests[0]["messages"][0]["content"].replace("'This image", "")

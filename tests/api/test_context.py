@@ -44,8 +44,8 @@ async def test_date_gps_and_keywords_reach_the_prompt_inside_the_block(
     xmp = images.xmp_packet("Eiffel Tower at dusk", ("Paris", "Eiffel Tower", "travel"), city="Paris")
     uri = upload(s3_server, "ctx/paris.jpg", images.jpeg_with_metadata(xmp=xmp))
     body = await caption(gateway, uri, context=True, prompt="Mention the season.")
-    image, instructions, extra = sent_parts(fake_vlm)
-    assert image == "image"  # per-request text comes after the image (static instructions may precede it)
+    instructions, image, extra = sent_parts(fake_vlm)
+    assert image == "image"  # per-request text comes after the image, the style's instructions before it
     assert BLOCK_OPEN not in instructions
     assert extra.startswith("Additional instructions: Mention the season.")
     facts = block_of(extra)

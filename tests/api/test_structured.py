@@ -162,6 +162,34 @@ async def test_style_prompt_and_language_reach_the_vlm(gateway: GatewayFactory, 
     assert schema["properties"]["keywords"]["minItems"] == 25
 
 
+async def test_what_a_style_always_says_precedes_the_image(
+    gateway: GatewayFactory, fake_vlm: FakeOpenAI
+) -> None:
+    """vLLM's prefix cache reuses only an identical prefix: the style's text must come before the image,
+    the request's own words after it."""
+    requests = [
+        {"s3_uri": URI, "style": "stock", "language": "de"},
+        {
+            "s3_uri": f"s3://{BUCKET}/rotated.jpg",
+            "style": "stock",
+            "language": "de",
+            "prompt": "Mention the mood.",
+        },
+    ]
+    async with gateway() as client:
+        for request in requests:
+            assert (await client.post("/caption", json=request)).status_code == 200
+    first, second = ([m["content"] for m in r["messages"]] for r in fake_vlm.requests)
+    kinds = [part["type"] for part in second[1]]
+    assert kinds == ["text", "image_url", "text"]
+    assert second[1][2]["text"] == "Additional instructions: Mention the mood."
+    assert [part["type"] for part in first[1]] == ["text", "image_url"]
+    assert first[0] == second[0] and first[1][0] == second[1][0]  # system prompt and style text: identical
+    assert first[1][1] != second[1][1]  # the images differ
+    assert "stock-photo description" in first[1][0]["text"]
+    assert "German" in first[1][0]["text"]
+
+
 async def test_plain_text_mode_keeps_the_original_behaviour(
     gateway: GatewayFactory, fake_vlm: FakeOpenAI
 ) -> None:

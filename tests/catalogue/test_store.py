@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from gateway.catalogue import CaptionQuery, Catalogue, open_catalogue
+from gateway.catalogue import CaptionQuery, Catalogue, identity_of, open_catalogue
 from gateway.errors import CaptionNotFound, InvalidInput
 from gateway.records import CaptionLine, CaptionParams, CatalogueEntry, EditedFields
 from gateway.settings import Settings
@@ -48,13 +48,13 @@ async def search(catalogue: Catalogue, q: str | None = None, **filters: object) 
 
 async def test_a_result_is_found_again_only_for_the_same_version_and_parameters(catalogue: Catalogue) -> None:
     first = await catalogue.store(line("a.jpg", "A red umbrella on a wet street."), PARAMS, "api")
-    found = await catalogue.lookup("s3://photos/a.jpg", "e1", PARAMS)
+    found = await catalogue.lookup(identity_of("s3://photos/a.jpg", "e1"), PARAMS)
     assert found is not None and found.id == first
     assert found.caption == "A red umbrella on a wet street."
     assert (found.status, found.source, found.etag, found.timings) == ("pending", "api", "e1", {"vlm": 12.5})
-    assert await catalogue.lookup("s3://photos/a.jpg", "e2", PARAMS) is None  # the object changed
+    assert await catalogue.lookup(identity_of("s3://photos/a.jpg", "e2"), PARAMS) is None  # a new version
     german = PARAMS.model_copy(update={"language": "de"})
-    assert await catalogue.lookup("s3://photos/a.jpg", "e1", german) is None  # other parameters
+    assert await catalogue.lookup(identity_of("s3://photos/a.jpg", "e1"), german) is None  # other parameters
     assert (await catalogue.get(first)).s3_uri == "s3://photos/a.jpg"
     with pytest.raises(CaptionNotFound):
         await catalogue.get(first + 1000)

@@ -132,6 +132,7 @@ def test_vlm_command(tmp_path: Path) -> None:
     defaults = Settings()
     assert args[:2] == ["serve", defaults.vlm_model_id]
     assert json.loads(flag(args, "--limit-mm-per-prompt")) == {"image": 1, "video": 0}
+    assert "--enable-prefix-caching" in args  # the gateway's prompt order relies on it
     assert json.loads(flag(args, "--mm-processor-kwargs")) == {
         "max_pixels": defaults.vlm_max_pixels,
         "min_pixels": defaults.vlm_min_pixels,

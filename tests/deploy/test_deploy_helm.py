@@ -64,6 +64,7 @@ def test_vlm_server_matches_the_gateway() -> None:
     defaults = Settings()
     assert vlm["command"] == ["vllm", "serve"] and vlm["args"][0] == defaults.vlm_model_id
     assert json.loads(flag(vlm["args"], "--limit-mm-per-prompt")) == {"image": 1, "video": 0}
+    assert "--enable-prefix-caching" in vlm["args"]  # the gateway's prompt order relies on it
     assert json.loads(flag(vlm["args"], "--mm-processor-kwargs")) == {
         "max_pixels": defaults.vlm_max_pixels,
         "min_pixels": defaults.vlm_min_pixels,

@@ -10,20 +10,27 @@ import asyncio
 import re
 from typing import Any
 
+import httpx
 import pytest
 
+from gateway.backends.openai_chat import ChatClient
+from gateway.backends.vlm import CaptionSpec, VlmBackend
 from gateway.evaluation import Label, evaluate
+from gateway.imaging import PixelBudget, prepare_image
 from gateway.pipeline import CaptionRequest
 from gateway.settings import Settings
 from gateway.styles import load_styles
 from gateway.wiring import open_pipeline
+from tests.support import images
 from tests.support.gateway import BUCKET, GatewayFactory
 from tests.support.s3_server import S3Server
-from tests.support.vllm_stack import CpuStack
+from tests.support.vllm_stack import VLM_MODEL_ID, CpuStack
 
 URI = f"s3://{BUCKET}/in-budget.jpg"
 PHOTO_24MP = f"s3://{BUCKET}/photo-24mp.jpg"
 HARMONY_MARKUP = ("<|channel|>", "<|message|>", "<|start|>", "<|end|>", "analysis")
+HITS = "vllm:prefix_cache_hits_total"
+CPU_BLOCK_TOKENS = 128  # vLLM's KV block size on the CPU backend (GPUs: 16); only whole blocks are cached
 
 
 def on_stack(cpu_stack: CpuStack, **extra: Any) -> dict[str, Any]:
@@ -177,3 +184,38 @@ async def test_a_caption_is_kept_served_again_without_the_model_and_found_by_its
     assert again.json()["caption"] == first.json()["caption"]
     assert again.json()["usage"] == first.json()["usage"]  # the stored answer, not a second model call
     assert [item["s3_uri"] for item in found.json()["items"]] == [f"s3://{BUCKET}/in-budget.jpg"]
+
+
+async def prefix_cache_hits(vllm: httpx.AsyncClient, root: str) -> float:
+    text = (await vllm.get(f"{root}/metrics")).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(HITS))
+
+
+async def tokens_before_image(vllm: httpx.AsyncClient, root: str, style: str) -> int:
+    """Tokens before the image in the gateway's request for ``style`` (the same whatever the image)."""
+    chat = ChatClient("vlm", f"{root}/v1", vllm)
+    vlm = VlmBackend(chat, model=VLM_MODEL_ID, temperature=0, max_tokens=64, structured=True)
+    image = prepare_image(images.photo(448, 336), PixelBudget(1003520, 3136, 10**8))
+    payload = vlm.build_request(image, CaptionSpec(load_styles()[style]))
+    request = {"model": VLM_MODEL_ID, "messages": payload["messages"], "return_token_strs": True}
+    tokens = (await vllm.post(f"{root}/tokenize", json=request)).json()["token_strs"]
+    return int(tokens.index("<|vision_start|>"))
+
+
+async def test_a_styles_text_comes_from_vllms_prefix_cache(
+    gateway: GatewayFactory, cpu_stack: CpuStack
+) -> None:
+    """The style's text precedes the image, so a second caption of the style, with another image, finds
+    every whole KV block before the image in vLLM's prefix cache (the CPU backend's blocks: 128 tokens)."""
+    root = cpu_stack.vlm.root_url
+    async with gateway(**on_stack(cpu_stack)) as client, httpx.AsyncClient(timeout=60) as vllm:
+        first = await client.post("/caption", json={"s3_uri": URI, "style": "stock"})
+        before = await prefix_cache_hits(vllm, root)
+        second = await client.post(
+            "/caption", json={"s3_uri": f"s3://{BUCKET}/rotated.jpg", "style": "stock"}
+        )
+        hits = await prefix_cache_hits(vllm, root) - before
+        before_image = await tokens_before_image(vllm, root, "stock")
+    assert first.status_code == 200 and second.status_code == 200, second.text
+    assert before_image >= CPU_BLOCK_TOKENS  # the style's text fills whole blocks
+    assert hits >= before_image // CPU_BLOCK_TOKENS * CPU_BLOCK_TOKENS

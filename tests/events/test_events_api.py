@@ -100,6 +100,31 @@ async def test_an_upload_event_is_captioned_once_kept_and_written_back(
     assert len(fake_vlm.requests) == 1  # write-back never triggers a second caption
 
 
+async def test_with_review_required_an_event_caption_is_written_back_only_once_approved(
+    events_gateway: GatewayFactory, bucket: BatchBucket, fake_vlm: FakeOpenAI
+) -> None:
+    etag = put_image(bucket, "2024/waits.jpg")
+    async with events_gateway(EVENTS_WRITE_BACK="sidecar,tags", REVIEW_REQUIRED="true") as client:
+        await deliver(client, s3_notification(bucket.name, "2024/waits.jpg", etag))
+        await wait_until(lambda: settled(client), what="the event's caption")
+        (row,) = await event_rows(client)
+        unwritten = bucket.keys("2024/")
+        tags_before = bucket.client.get_object_tagging(Bucket=bucket.name, Key="2024/waits.jpg")["TagSet"]
+        approved = (await client.patch(f"/v1/captions/{row['id']}", json={"status": "approved"})).json()
+    assert unwritten == ["2024/waits.jpg"]  # captioned and kept, nothing beside the image
+    assert tags_before == []
+    assert row["write_back"] == {
+        "status": "deferred",
+        "modes": ["sidecar", "tags"],
+        "at": None,
+        "error": None,
+    }
+    assert approved["write_back"]["status"] == "done"  # the approval writes what the events asked for
+    assert b"A red bicycle" in bucket.get("2024/waits.jpg.json")
+    tagset = bucket.client.get_object_tagging(Bucket=bucket.name, Key="2024/waits.jpg")["TagSet"]
+    assert {t["Key"] for t in tagset} >= {"florence:caption", "florence:etag"}
+
+
 async def test_repeated_and_reordered_deliveries_caption_each_version_once(
     events_gateway: GatewayFactory, bucket: BatchBucket, fake_vlm: FakeOpenAI
 ) -> None:

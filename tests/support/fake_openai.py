@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from tests.support.processes import free_port
@@ -32,6 +33,7 @@ class Reply:
     finish_reason: str = "stop"
     status: int = 200
     delay_s: float = 0.0
+    trickle_s: float = 0.0  # send the body in pieces over this long: a slow but live answer
     reasoning: str | None = None
     raw: str | None = None
     echo_headers: bool = False  # the body is the request's headers, as some proxies' error pages are
@@ -67,6 +69,9 @@ class FakeOpenAI:
     health_delay_s: float = 0.0
     healthy: bool = True
     port: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0  # the most chat requests it was answering at once since the last reset
+    generation: int = 0  # bumped by reset: a request from an earlier test still sleeping is not counted
 
     @property
     def base_url(self) -> str:
@@ -81,11 +86,23 @@ class FakeOpenAI:
         self.health_calls = 0
         self.health_delay_s = 0.0
         self.healthy = True
+        self.generation += 1
+        self.in_flight = self.max_in_flight = 0
 
     def then(self, *replies: Reply) -> None:
         self.script.extend(replies)
 
     async def _chat(self, request: Request) -> Response:
+        generation = self.generation
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return await self._answer(request)
+        finally:
+            if generation == self.generation:
+                self.in_flight -= 1
+
+    async def _answer(self, request: Request) -> Response:
         self.requests.append(await request.json())
         self.headers.append(dict(request.headers))
         index = len(self.requests) - 1
@@ -95,6 +112,8 @@ class FakeOpenAI:
             return Response(status_code=499)
         if reply.echo_headers:
             return JSONResponse({"error": {"message": json.dumps(dict(request.headers))}}, reply.status)
+        if reply.trickle_s:
+            return StreamingResponse(_trickle(json.dumps(self._completion(reply)).encode(), reply.trickle_s))
         if reply.raw is not None:
             return PlainTextResponse(reply.raw, status_code=reply.status, headers=reply.headers)
         if reply.status != 200:
@@ -141,6 +160,13 @@ async def _client_left_within(request: Request, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def _trickle(body: bytes, seconds: float, pieces: int = 10) -> AsyncIterator[bytes]:
+    size = -(-len(body) // pieces)
+    for start in range(0, len(body), size):
+        await asyncio.sleep(seconds / pieces)
+        yield body[start : start + size]
 
 
 class FakeServer:

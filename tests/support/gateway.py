@@ -10,15 +10,18 @@ import json
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import uvicorn
 from PIL import Image
+from starlette.types import ASGIApp
 
 from gateway.api.server import uvicorn_options
 from gateway.app import create_app
 from gateway.settings import Settings
+from gateway.sources.url import UrlHooks
 from tests.support import images
 from tests.support.fake_openai import FakeOpenAI
 from tests.support.processes import HOST, free_port
@@ -56,14 +59,17 @@ def gateway_factory(base: dict[str, Any]) -> GatewayFactory:
     """``async with factory(SETTING=value, ...) as client``: the app with its lifespan, on ``base`` settings.
 
     Swapping the fakes for real vLLM servers is one change: pass VLM_BASE_URL / GPT_OSS_BASE_URL.
+    ``url_hooks`` puts a test resolver (or TLS trust) under the image-URL client.
     """
 
     @asynccontextmanager
-    async def open_gateway(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async def open_gateway(
+        url_hooks: UrlHooks | None = None, **overrides: Any
+    ) -> AsyncIterator[httpx.AsyncClient]:
         # A fresh catalogue (SQLite under a new DATA_DIR) for every gateway: no test sees another's captions.
         with tempfile.TemporaryDirectory(prefix="florence-gateway-") as data_dir:
             settings = Settings(**{"DATA_DIR": data_dir, **base, **overrides})
-            app = create_app(settings)
+            app = create_app(settings, url_hooks=url_hooks)
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
             async with app.router.lifespan_context(app):
                 async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
@@ -72,35 +78,63 @@ def gateway_factory(base: dict[str, Any]) -> GatewayFactory:
     return open_gateway
 
 
-def served_gateway_factory(base: dict[str, Any]) -> ServedGatewayFactory:
-    """``async with factory(SETTING=value, ...) as url``: the app behind a real uvicorn server on 127.0.0.1,
-    with the options ``florence-tagger serve`` uses, in the test's event loop. For what only a real server
-    shows: disconnects, slow clients, raw HTTP."""
+@dataclass(frozen=True)
+class ServedGateway:
+    """The gateway on a real 127.0.0.1 port (a browser needs one); ``client`` talks to the same port."""
 
-    @asynccontextmanager
-    async def serve(**overrides: Any) -> AsyncIterator[str]:
-        with tempfile.TemporaryDirectory(prefix="florence-served-") as data_dir:
-            async with _served(Settings(**{"DATA_DIR": data_dir, **base, **overrides})) as url:
-                yield url
+    url: str
+    client: httpx.AsyncClient
+    settings: Settings
 
-    return serve
+
+ServerFactory = Callable[..., AbstractAsyncContextManager[ServedGateway]]
 
 
 @asynccontextmanager
-async def _served(settings: Settings) -> AsyncIterator[str]:
+async def serving(app: ASGIApp, settings: Settings) -> AsyncIterator[str]:
+    """``app`` served by uvicorn in this event loop, with the options ``florence-tagger serve`` uses (its
+    lifespan included), on a free port: its base URL."""
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host=HOST, port=port, **uvicorn_options(settings))
+    config = uvicorn.Config(app, host=HOST, port=port, lifespan="on", **uvicorn_options(settings))
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn stopped before it started (see the log above)")
+        await asyncio.sleep(0.01)
     try:
-        while not server.started:
-            if task.done():
-                task.result()  # raises why it could not start
-            await asyncio.sleep(0.01)
         yield f"http://{HOST}:{port}"
     finally:
         server.should_exit = True
         await task
+
+
+def gateway_server_factory(base: dict[str, Any]) -> ServerFactory:
+    """``async with factory(SETTING=value, ...) as served``: like ``gateway_factory``, over a real port."""
+
+    @asynccontextmanager
+    async def open_server(**overrides: Any) -> AsyncIterator[ServedGateway]:
+        with tempfile.TemporaryDirectory(prefix="florence-gateway-") as data_dir:
+            settings = Settings(**{"DATA_DIR": data_dir, **base, **overrides})
+            async with serving(create_app(settings), settings) as url:
+                async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                    yield ServedGateway(url, client, settings)
+
+    return open_server
+
+
+def served_gateway_factory(base: dict[str, Any]) -> ServedGatewayFactory:
+    """``async with factory(SETTING=value, ...) as url``: the same, for tests that bring their own client
+    (disconnects, slow clients, raw HTTP)."""
+    open_server = gateway_server_factory(base)
+
+    @asynccontextmanager
+    async def serve(**overrides: Any) -> AsyncIterator[str]:
+        async with open_server(**overrides) as served:
+            yield served.url
+
+    return serve
 
 
 def json_enhancement(
@@ -129,3 +163,13 @@ def sent_parts(fake: FakeOpenAI, index: int = -1) -> list[str]:
     """The user message's parts in order, as ``"image"`` or their text: where each piece sits."""
     content = fake.requests[index]["messages"][-1]["content"]
     return ["image" if part["type"] == "image_url" else part["text"] for part in content]
+
+
+def url_settings(*servers: Any) -> dict[str, str]:
+    """Image URLs on, for test web servers on 127.0.0.1 (plain http on their own ports) and nothing else."""
+    return {
+        "IMAGE_URL_ENABLED": "true",
+        "IMAGE_URL_SCHEMES": "http,https",
+        "IMAGE_URL_ALLOWED_PORTS": ",".join(str(server.port) for server in servers),
+        "IMAGE_URL_ALLOW_HOSTS": "127.0.0.1/32",
+    }

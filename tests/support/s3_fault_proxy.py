@@ -1,8 +1,10 @@
 """A pass-through proxy in front of the real S3 server that refuses chosen requests, to inject S3 faults.
 
 Requests are forwarded unchanged (the Host header included, so SigV4 signatures still verify) unless a rule
-matches, in which case S3's own ``AccessDenied`` error is answered. SeaweedFS itself cannot be made to refuse
-a write mid-run (it even re-creates a deleted bucket on the next PUT), hence this proxy.
+matches, in which case the rule's answer is given: S3's own ``AccessDenied`` by default, or any status, XML
+body and headers (a 500, a region redirect). SeaweedFS itself cannot be made to refuse a write mid-run (it
+even re-creates a deleted bucket on the next PUT), nor to answer as AWS does for a bucket in another region,
+hence this proxy.
 """
 
 from __future__ import annotations
@@ -17,16 +19,28 @@ from tests.support.processes import HOST, free_port
 
 Rule = Callable[[web.Request], bool]
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "content-length"}
-DENIED = (
-    b'<?xml version="1.0" encoding="UTF-8"?>\n'
-    b"<Error><Code>AccessDenied</Code><Message>refused by the test's fault proxy</Message></Error>"
-)
+
+
+def s3_error(code: str, message: str = "injected by the test's fault proxy") -> bytes:
+    """An error body as S3 writes it."""
+    xml = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>"
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + xml.encode()
+
+
+DENIED = s3_error("AccessDenied", "refused by the test's fault proxy")
+
+
+@dataclass(frozen=True)
+class Answer:
+    status: int = 403
+    body: bytes = DENIED
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class S3FaultProxy:
     upstream: str
-    rules: list[Rule] = field(default_factory=list)
+    rules: list[tuple[Rule, Answer]] = field(default_factory=list)
     refused: int = 0
     port: int = field(default_factory=free_port)
     _runner: web.AppRunner | None = None
@@ -36,8 +50,9 @@ class S3FaultProxy:
     def endpoint_url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def refuse(self, rule: Rule) -> None:
-        self.rules.append(rule)
+    def refuse(self, rule: Rule, answer: Answer | None = None) -> None:
+        """From now on, requests matching ``rule`` get ``answer`` (S3's AccessDenied by default)."""
+        self.rules.append((rule, answer or Answer()))
 
     async def start(self) -> None:
         self._session = aiohttp.ClientSession(auto_decompress=False)
@@ -54,9 +69,12 @@ class S3FaultProxy:
             await self._session.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        if any(rule(request) for rule in self.rules):
+        answer = next((answer for rule, answer in self.rules if rule(request)), None)
+        if answer is not None:
             self.refused += 1
-            return web.Response(status=403, body=DENIED, content_type="application/xml")
+            return web.Response(
+                status=answer.status, body=answer.body, headers=answer.headers, content_type="application/xml"
+            )
         assert self._session is not None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
         async with self._session.request(

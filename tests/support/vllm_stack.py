@@ -56,7 +56,13 @@ COMMON_SERVE_ARGS = (
 # Compact JSON for structured outputs, as in production (docker-compose.yml): xgrammar's default grammar
 # lets a model emit whitespace between JSON tokens until max_tokens (the tiny models do, at temperature 0).
 STRUCTURED_ARGS = ("--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}')
-VLM_SERVE_ARGS = ("--limit-mm-per-prompt", '{"image": 1, "video": 0}', *STRUCTURED_ARGS)
+# Prefix caching as in production (on by default in vLLM 0.32 for this model; named, as compose does).
+VLM_SERVE_ARGS = (
+    "--limit-mm-per-prompt",
+    '{"image": 1, "video": 0}',
+    "--enable-prefix-caching",
+    *STRUCTURED_ARGS,
+)
 # vLLM 0.32's name for gpt-oss's harmony reasoning parser (fills message.reasoning).
 GPT_OSS_SERVE_ARGS = ("--reasoning-parser", "openai_gptoss", *STRUCTURED_ARGS)
 
@@ -270,10 +276,12 @@ class CpuStack:
         vlm_port: int | None = None,
         gpt_oss_port: int | None = None,
         model_cache_root: Path | None = None,
+        vlm_args: Sequence[str] = (),
     ) -> CpuStack:
         """Set up the venv and models (cached), and prepare, without starting, both servers.
 
-        Ports default to free ones; ``work_dir`` (default: a new temp dir) holds logs and vLLM's caches.
+        Ports default to free ones; ``work_dir`` (default: a new temp dir) holds logs and vLLM's caches;
+        ``vlm_args`` are extra ``vllm serve`` flags for the VLM (e.g. ``--block-size 16``).
         """
         ensure_venv()
         models = ensure_models(model_cache_root)
@@ -287,7 +295,7 @@ class CpuStack:
             return VllmServer(name, model_dir, model_id, port, work_dir, cache_dir, args)
 
         return cls(
-            vlm=server("vlm", models.vlm, VLM_MODEL_ID, vlm_port, VLM_SERVE_ARGS),
+            vlm=server("vlm", models.vlm, VLM_MODEL_ID, vlm_port, (*VLM_SERVE_ARGS, *vlm_args)),
             gpt_oss=server("gpt-oss", models.gpt_oss, GPT_OSS_MODEL_ID, gpt_oss_port, GPT_OSS_SERVE_ARGS),
             work_dir=work_dir,
         )
