@@ -108,13 +108,20 @@ def guard_policies(
         public_paths=frozenset(public_paths),
         overrides={
             # The expensive route: admission control, and its work cancelled when the client leaves.
-            "/caption": replace(protected, admission=admission, max_body_bytes=caption_bytes),
+            "/caption": replace(
+                protected,
+                admission=admission,
+                max_body_bytes=caption_bytes,
+                cap_source="MAX_IMAGE_BYTES as base64, or MAX_REQUEST_BYTES if larger",
+                streams_body=True,  # uploads are read under an image slot, never held whole here
+            ),
             # Stores deliver events with API_KEYS or EVENTS_TOKEN, as a Bearer token or a Basic password
             # (SNS), and a delivery is a few KB: its own key check and its own 1 MB cap.
             "/v1/events/s3": replace(
                 protected,
                 auth=BearerKeys.of(settings.events_key_list, basic=True, challenge=EVENTS_CHALLENGE),
                 max_body_bytes=events_routes.MAX_BODY_BYTES,
+                cap_source="an event delivery's limit",
             ),
         },
     )

@@ -33,6 +33,12 @@ class RequestTooLarge(GatewayError):
     code = "request_too_large"
 
 
+class BodyTooSlow(GatewayError):
+    """A request body that did not arrive within CLIENT_BODY_TIMEOUT_S."""
+
+    code = "request_timeout"
+
+
 class ImageUrlForbidden(InvalidInput):
     """An image URL the gateway will not fetch (scheme, credentials, port, or an address inside the network):
     refused before any connection to it. ``image_url_disabled`` when URLs are off (``IMAGE_URL_ENABLED``)."""

@@ -25,6 +25,7 @@ _STATUS: list[tuple[type[errors.GatewayError], int, str]] = [
     (errors.Overloaded, 429, "rate_limit_error"),
     (errors.ImageTooLarge, 413, "request_too_large_error"),
     (errors.RequestTooLarge, 413, "request_too_large_error"),
+    (errors.BodyTooSlow, 408, "timeout_error"),
     (errors.UnsupportedImage, 415, "unsupported_media_type_error"),
     (errors.ObjectNotFound, 404, "not_found_error"),
     (errors.AccessDenied, 403, "permission_error"),

@@ -7,6 +7,9 @@ Per request, in this order, from the matched route's ``RoutePolicy``:
    body is read (``API_KEYS``; a route may carry its own keys, as the S3 events route will).
 3. The body is read here, capped while streaming (``MAX_REQUEST_BYTES``: a 413, from ``Content-Length``
    when it is sent, else as soon as the bytes pass the cap) and timed (``CLIENT_BODY_TIMEOUT_S``: a 408).
+   A route that streams its own body (``POST /caption``: an upload or base64 image of up to
+   ``MAX_IMAGE_BYTES``, read under an image slot) gets it passed through, with the same cap and deadline
+   applied as the route reads: held whole here, concurrent uploads would cost memory no slot bounds.
 4. Admission control (``gateway.admission``) for routes that do expensive work: 429 when full.
 5. For those routes, a client that disconnects cancels its request's task, wherever it is: in the queue,
    fetching, or waiting on the VLM (whose HTTP request is then closed, so vLLM stops generating).
@@ -24,7 +27,7 @@ import binascii
 import contextlib
 import hmac
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from fastapi.routing import iter_route_contexts
 from starlette.routing import BaseRoute
@@ -32,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.admission import Admission
 from gateway.api.errors import error_response, gateway_error_response
-from gateway.errors import Overloaded
+from gateway.errors import BodyTooSlow, Overloaded, RequestTooLarge
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,8 @@ class RoutePolicy:
     max_body_bytes: int
     body_timeout_s: float
     admission: Admission | None = None  # set for routes that do expensive work; they also watch disconnects
+    cap_source: str = "MAX_REQUEST_BYTES"  # what the 413 names as the cap's origin
+    streams_body: bool = False  # True: the route reads its body as it arrives (see the module's point 3)
 
 
 @dataclass(frozen=True)
@@ -96,8 +101,9 @@ class GuardPolicies:
 @dataclass(frozen=True)
 class _Matched:
     path: str | None  # the route's template, e.g. "/caption"; None: no route has this path
-    methods_ok: bool  # False: the route exists but not for this method (the router answers 405)
+    methods_ok: bool  # False: the route exists but not for this method (answered 405 here)
     route: BaseRoute | None = None
+    allowed: frozenset[str] = frozenset()  # with methods_ok False: every method some route takes here
 
 
 class _ClientGone(Exception):
@@ -105,10 +111,12 @@ class _ClientGone(Exception):
 
 
 class _Refusal(Exception):
-    def __init__(self, status: int, message: str, kind: str, code: str, challenge: str | None = None) -> None:
+    def __init__(
+        self, status: int, message: str, kind: str, code: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.kind, self.code = status, message, kind, code
-        self.challenge = challenge
+        self.headers = headers or {}
 
 
 class RequestGuard:
@@ -125,19 +133,27 @@ class RequestGuard:
         inner, send, matched = self._head_as_get(scope, send)
         if matched.route is not None:
             scope["route"] = matched.route  # for the access log and metrics, also when refused here
-        # A wrong method is the router's 405, whoever asks: it tells nothing the schema does not.
+        # A wrong method is a 405, whoever asks: it tells nothing the schema does not.
         policy = self.policies.for_path(matched.path) if matched.methods_ok else self.policies.public
         headers = dict(inner["headers"])
         try:
+            if not matched.methods_ok:
+                raise _not_allowed(matched.allowed)
             self._check_headers(headers, policy)
-            body = await self._read_body(headers, receive, policy)
+            body = None if policy.streams_body else await self._read_body(headers, receive, policy)
         except _Refusal as refusal:
             await self._refuse(refusal, inner, receive, send)
             return
         except _ClientGone:
             scope.setdefault("state", {})["client_gone"] = True
             return
-        replay = _replay(body, receive) if body is not None else receive
+        body_read: asyncio.Event | None = None  # None: the app has nothing left to read
+        replay: Receive = receive
+        if policy.streams_body:
+            streamed = _StreamedBody(receive, policy, _has_body(headers))
+            replay, body_read, send = streamed, streamed.done, streamed.closing(send)
+        elif body is not None:
+            replay = _replay(body, receive)
         if policy.admission is None:
             await self.app(inner, replay, send)
             return
@@ -145,7 +161,7 @@ class RequestGuard:
         if refused is not None:  # answered here and now: no task, no watch, nothing started
             await gateway_error_response(refused)(inner, replay, send)
             return
-        await self._admitted(policy.admission, inner, replay, receive, send)
+        await self._admitted(policy.admission, inner, replay, _after(body_read, receive), send)
 
     def _head_as_get(self, scope: Scope, send: Send) -> tuple[Scope, Send, _Matched]:
         matched = self._match(scope)
@@ -167,7 +183,7 @@ class RequestGuard:
         """Matches the way the router will, over every route including those of included routers. Read
         per request (~20 us), so a route added at any time is matched, and guarded, at once."""
         path = _route_path(scope)
-        partial = None
+        partial, allowed = None, set()
         for context in iter_route_contexts(self._routes()):
             regex = getattr(context, "path_regex", None)
             if regex is None or not regex.match(path):
@@ -175,14 +191,23 @@ class RequestGuard:
             methods = context.methods
             if methods is None or scope["method"] in methods:
                 return _Matched(context.path, True, context.original_route)
+            # Several routes can share a path (GET and PATCH /v1/captions/{id} live in two routers): the
+            # router's own 405 names only the first one's methods, so Allow is gathered here from all.
+            allowed |= methods
             partial = partial or _Matched(context.path, False, context.original_route)
-        return partial or _Matched(None, True)
+        if partial is None:
+            return _Matched(None, True)
+        return replace(partial, allowed=frozenset(allowed | ({"HEAD"} if "GET" in allowed else set())))
 
     def _check_headers(self, headers: dict[bytes, bytes], policy: RoutePolicy) -> None:
         auth = policy.auth
         if auth is not None and not auth.allows(headers.get(b"authorization")):
             raise _Refusal(
-                401, "missing or invalid API key", "authentication_error", "invalid_api_key", auth.challenge
+                401,
+                "missing or invalid API key",
+                "authentication_error",
+                "invalid_api_key",
+                {"WWW-Authenticate": auth.challenge} if auth.challenge else None,
             )
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > policy.max_body_bytes:
@@ -192,7 +217,7 @@ class RequestGuard:
         self, headers: dict[bytes, bytes], receive: Receive, policy: RoutePolicy
     ) -> bytes | None:
         """The whole body, or None when the request has none (then nothing is read here)."""
-        if b"transfer-encoding" not in headers and headers.get(b"content-length", b"0") in (b"0", b""):
+        if not _has_body(headers):
             return None
         chunks, size = [], 0
         try:
@@ -218,9 +243,7 @@ class RequestGuard:
 
     async def _refuse(self, refusal: _Refusal, scope: Scope, receive: Receive, send: Send) -> None:
         # The body may be unread (or still trickling in): close the connection rather than read it.
-        headers = {"Connection": "close"}
-        if refusal.challenge:
-            headers["WWW-Authenticate"] = refusal.challenge
+        headers = {"Connection": "close", **refusal.headers}
         response = error_response(refusal.status, refusal.message, refusal.kind, refusal.code, headers)
         await response(scope, receive, send)
 
@@ -256,10 +279,83 @@ class RequestGuard:
             await gateway_error_response(exc)(scope, replay, send)
 
 
+class _StreamedBody:
+    """The app's ``receive`` for a route that streams its body: the guard's cap and deadline, applied as
+    the route reads. Refusals are raised into the route (a ``GatewayError``, answered in the envelope)."""
+
+    def __init__(self, receive: Receive, policy: RoutePolicy, has_body: bool) -> None:
+        self._receive, self._policy = receive, policy
+        self._deadline = asyncio.get_running_loop().time() + policy.body_timeout_s
+        self._size = 0
+        self._refused = False
+        self.done = asyncio.Event()  # the body is whole: from here on, receive() only reports a disconnect
+        if not has_body:
+            self.done.set()
+
+    async def __call__(self) -> Message:
+        if self.done.is_set():
+            return await self._receive()
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                message = await self._receive()
+        except TimeoutError:
+            self.done.set()
+            self._refused = True
+            raise BodyTooSlow(
+                f"the request body did not arrive within {self._policy.body_timeout_s:g} s "
+                "(CLIENT_BODY_TIMEOUT_S)"
+            ) from None
+        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+            self.done.set()
+        self._size += len(message.get("body", b""))
+        if self._size > self._policy.max_body_bytes:
+            self.done.set()
+            self._refused = True
+            raise RequestTooLarge(_too_large(self._policy).message)
+        return message
+
+    def closing(self, send: Send) -> Send:
+        """``send`` that closes the connection after a refused body: the rest of it is never read."""
+
+        async def send_closing(message: Message) -> None:
+            if message["type"] == "http.response.start" and self._refused:
+                message = {**message, "headers": [*message.get("headers", []), (b"connection", b"close")]}
+            await send(message)
+
+        return send_closing
+
+
+def _after(event: asyncio.Event | None, receive: Receive) -> Receive:
+    """``receive`` for the disconnect watch, once the app has the whole body (before, the app's reads
+    are the ones that see a disconnect)."""
+    if event is None:
+        return receive
+
+    async def watched() -> Message:
+        await event.wait()
+        return await receive()
+
+    return watched
+
+
+def _has_body(headers: dict[bytes, bytes]) -> bool:
+    return b"transfer-encoding" in headers or headers.get(b"content-length", b"0") not in (b"0", b"")
+
+
+def _not_allowed(allowed: frozenset[str]) -> _Refusal:
+    return _Refusal(
+        405,
+        "Method Not Allowed",
+        "invalid_request_error",
+        "method_not_allowed",
+        {"Allow": ", ".join(sorted(allowed))},
+    )
+
+
 def _too_large(policy: RoutePolicy) -> _Refusal:
     return _Refusal(
         413,
-        f"the request body exceeds {policy.max_body_bytes} bytes (MAX_REQUEST_BYTES)",
+        f"the request body exceeds {policy.max_body_bytes} bytes ({policy.cap_source})",
         "request_too_large_error",
         "request_too_large",
     )

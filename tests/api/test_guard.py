@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 
 import pytest
@@ -60,16 +61,28 @@ async def test_an_unauthenticated_100_mb_body_is_never_read(gateway: GatewayFact
 
 async def test_a_body_over_the_cap_is_refused_from_its_content_length(gateway: GatewayFactory) -> None:
     async with gateway(MAX_REQUEST_BYTES=4096) as client:
-        response = await client.post("/caption", json={"s3_uri": URI, "prompt": "x" * 5000})
+        response = await client.post("/v1/captions/review", json={"ids": [1] * 3000, "status": "approved"})
     assert response.status_code == 413
     assert_envelope(response.json(), "request_too_large")
     assert "MAX_REQUEST_BYTES" in response.json()["error"]["message"]
 
 
+async def test_the_caption_routes_cap_follows_max_image_bytes(gateway: GatewayFactory) -> None:
+    """POST /caption carries an image as base64 or an upload: MAX_REQUEST_BYTES alone would refuse one."""
+    image = b"\xff" * 900_000
+    async with gateway(MAX_REQUEST_BYTES=4096, MAX_IMAGE_BYTES=1_000_000) as client:
+        taken = await client.post("/caption", json={"image_base64": base64.b64encode(image).decode()})
+        over = await client.post("/caption", json={"image_base64": "A" * 1_500_000})
+    assert taken.status_code == 415  # read whole and judged as an image: not one
+    assert over.status_code == 413
+    assert_envelope(over.json(), "request_too_large")
+    assert "MAX_IMAGE_BYTES" in over.json()["error"]["message"]
+
+
 async def test_a_body_without_length_is_cut_off_at_the_cap(gateway: GatewayFactory) -> None:
     body = CountingBody(1000, b" " * 65536)  # 64 MB of whitespace, sent chunked
     async with gateway(MAX_REQUEST_BYTES=1_048_576) as client:
-        response = await client.post("/caption", content=body, headers=KEY)
+        response = await client.post("/v1/captions/review", content=body, headers=KEY)
     assert response.status_code == 413
     assert_envelope(response.json(), "request_too_large")
     assert body.pulled <= 17  # the cap is 16 chunks; reading stopped right after it
