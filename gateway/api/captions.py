@@ -11,13 +11,14 @@ from pydantic import BaseModel, BeforeValidator, Field
 
 from gateway.api.deps import CatalogueDep
 from gateway.api.errors import ERROR_RESPONSES
+from gateway.api.schemas import CaptionIdPath
 from gateway.catalogue import CaptionQuery
 from gateway.records import CatalogueEntry, Origin, ReviewStatus
 
 # Protected: the request guard checks the key; routes.include_routers declares it when API_KEYS is set.
 router = APIRouter(prefix="/v1/captions", tags=["catalogue"])
 MAX_LIMIT = 200
-_NUMBER = re.compile(r"\s*[+-]?\d+(\.\d*)?\s*")
+_NUMBER = re.compile(r"\s*[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*")
 
 
 def _iso_only(value: object) -> object:
@@ -63,6 +64,6 @@ async def list_captions(
     return CaptionPage(items=page.items, next_cursor=page.next_cursor)
 
 
-@router.get("/{caption_id}", response_model=CatalogueEntry, responses=ERROR_RESPONSES)
-async def get_caption(caption_id: int, catalogue: CatalogueDep) -> CatalogueEntry:
+@router.get("/{caption_id:int}", response_model=CatalogueEntry, responses=ERROR_RESPONSES)
+async def get_caption(caption_id: CaptionIdPath, catalogue: CatalogueDep) -> CatalogueEntry:
     return await catalogue.get(caption_id)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from gateway.api.deps import ReviewDep
 from gateway.api.errors import REVIEW_RESPONSES
+from gateway.api.schemas import MAX_CAPTION_ID, CaptionIdPath
 from gateway.errors import InvalidInput
 from gateway.records import CatalogueEntry, Decision
 
@@ -53,9 +54,9 @@ class CaptionEdit(BaseModel):
 class ReviewIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    ids: Annotated[list[int], Field(min_length=1, max_length=MAX_IDS)] = Field(
-        description="Catalogue ids; all must exist or nothing changes"
-    )
+    ids: Annotated[
+        list[Annotated[int, Field(ge=1, le=MAX_CAPTION_ID)]], Field(min_length=1, max_length=MAX_IDS)
+    ] = Field(description="Catalogue ids; all must exist or nothing changes")
     status: Decision
 
 
@@ -63,8 +64,8 @@ class ReviewOut(BaseModel):
     items: list[CatalogueEntry] = Field(description="The entries as they now stand, in the order asked")
 
 
-@router.patch("/{caption_id}", response_model=CatalogueEntry, responses=REVIEW_RESPONSES)
-async def edit_caption(caption_id: int, body: CaptionEdit, review: ReviewDep) -> CatalogueEntry:
+@router.patch("/{caption_id:int}", response_model=CatalogueEntry, responses=REVIEW_RESPONSES)
+async def edit_caption(caption_id: CaptionIdPath, body: CaptionEdit, review: ReviewDep) -> CatalogueEntry:
     edits = body.edits()
     if not edits and body.status is None:
         raise InvalidInput("nothing to change: send caption, alt_text, keywords or status")
@@ -77,7 +78,7 @@ async def review_captions(body: ReviewIn, review: ReviewDep) -> ReviewOut:
     return ReviewOut(items=await review.decide(body.ids, body.status))
 
 
-@router.post("/{caption_id}/write-back", response_model=CatalogueEntry, responses=REVIEW_RESPONSES)
-async def retry_write_back(caption_id: int, review: ReviewDep) -> CatalogueEntry:
+@router.post("/{caption_id:int}/write-back", response_model=CatalogueEntry, responses=REVIEW_RESPONSES)
+async def retry_write_back(caption_id: CaptionIdPath, review: ReviewDep) -> CatalogueEntry:
     """Writes an approved entry back again (after a failure, or once REVIEW_WRITE_BACK changed)."""
     return await review.retry_write_back(caption_id)

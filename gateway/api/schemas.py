@@ -4,8 +4,9 @@ The caption itself has one shape everywhere (``gateway.records``); this module a
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from gateway.records import CaptionRecord, ReasoningLevel
@@ -17,6 +18,10 @@ PROMPT_MAX_CHARS = 1000
 S3_URI_MAX_CHARS = 1100
 NAME_MAX_CHARS = 100
 S3_URI_PATTERN = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]/.+$"
+# Ids are the databases' 64-bit integers: a larger number names no row, and a query with it would fail in
+# the driver, not as a 404.
+MAX_CAPTION_ID = 2**63 - 1
+CaptionIdPath = Annotated[int, Path(ge=1, le=MAX_CAPTION_ID, description="A catalogue entry's id")]
 
 
 class CaptionFields(BaseModel):
