@@ -19,8 +19,14 @@ def stack_bucket(s3_server: S3Server) -> BatchBucket:
     return new_bucket(s3_server, "e2e-batch")
 
 
-def stack_env(s3_server: S3Server, cpu_stack: CpuStack) -> dict[str, str]:
-    return {**cpu_stack.gateway_env(), "S3_ENDPOINT_URL": s3_server.endpoint_url, "LOG_LEVEL": "warning"}
+def stack_env(s3_server: S3Server, cpu_stack: CpuStack, data_dir: Path) -> dict[str, str]:
+    # DATA_DIR: the batch keeps its catalogue there; the test's own, not ./data in the work tree.
+    return {
+        **cpu_stack.gateway_env(),
+        "S3_ENDPOINT_URL": s3_server.endpoint_url,
+        "LOG_LEVEL": "warning",
+        "DATA_DIR": str(data_dir),
+    }
 
 
 def read_lines(dest: Path) -> list[dict[str, Any]]:
@@ -48,7 +54,8 @@ async def test_batch_captions_a_prefix_through_real_vllm(
     ]
     if engine == "ray":
         args += ["--engine", "ray", "--ray-num-cpus", "2"]
-    status, _out, err = await run_cli(stack_env(s3_server, cpu_stack), *args, timeout_s=600)
+    env = stack_env(s3_server, cpu_stack, tmp_path / "data")
+    status, _out, err = await run_cli(env, *args, timeout_s=600)
     assert status == 0, err
     lines = read_lines(dest)
     assert sorted(line["s3_uri"] for line in lines) == sorted(uris)  # each image exactly once
