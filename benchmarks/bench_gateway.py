@@ -51,7 +51,7 @@ if str(ROOT) not in sys.path:  # also runnable as `python benchmarks/bench_gatew
 
 from benchmarks.image_prep import bench_image_prep, image_cpu_ms, png_of  # noqa: E402
 from benchmarks.load import LoadResult, run_load  # noqa: E402
-from benchmarks.report import table  # noqa: E402
+from benchmarks.report import publish, table  # noqa: E402
 from benchmarks.stack import (  # noqa: E402
     BUCKET,
     Stack,
@@ -365,11 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="florence-bench-") as workdir:
         run_sections(args, results, Path(workdir))
     results["loadavg_1min"]["end"] = round(os.getloadavg()[0], 2)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print()
-    print(table(results))
-    print(f"\nJSON: {args.output}")
+    publish(results, args.output, table(results))
     return 0
 
 

@@ -47,6 +47,7 @@ if str(ROOT) not in sys.path:  # also runnable as `python benchmarks/bench_shedd
 
 from benchmarks.bench_gateway import SMALL_OBJECTS, SMALL_SIZE  # noqa: E402
 from benchmarks.load import Connection, run_load  # noqa: E402
+from benchmarks.report import publish  # noqa: E402
 from benchmarks.stack import BUCKET, Stack, cpu_seconds, seed, start_backend, start_gateway  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 from tests.support.images import photo  # noqa: E402
@@ -325,11 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             stack.close()
     results["machine"]["loadavg_at_end"] = os.getloadavg()
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print()
-    print(table(results))
-    print(f"\nJSON: {args.output}")
+    publish(results, args.output, table(results))
     return 0
 
 

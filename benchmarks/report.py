@@ -3,7 +3,9 @@ the target, and whether "now" meets it."""
 
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
 from typing import Any
 
 Row = tuple[str, str, str, str, str]
@@ -151,3 +153,12 @@ def prefix_rows(p: dict[str, Any]) -> list[Row]:
             "",
         ),
     ]
+
+
+def publish(results: dict[str, Any], output: Path, rendered: str) -> None:
+    """Writes a run's JSON to ``output`` and prints its table: the end of every benchmark script."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print()
+    print(rendered)
+    print(f"\nJSON: {output}")
