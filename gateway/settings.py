@@ -131,7 +131,7 @@ class Settings(BaseSettings):
 
     # --- limits and overload (README: "Limits and overload") -------------------------------------------
     max_request_bytes: int = Field(1_048_576, alias="MAX_REQUEST_BYTES", ge=1024)
-    max_inflight: int = Field(32, alias="MAX_INFLIGHT", ge=1)
+    max_inflight: int = Field(64, alias="MAX_INFLIGHT", ge=1)
     max_queued: int = Field(8, alias="MAX_QUEUED", ge=0)
     queue_timeout_s: float = Field(2.0, alias="QUEUE_TIMEOUT_S", gt=0)
     max_loop_lag_ms: float = Field(25.0, alias="MAX_LOOP_LAG_MS", ge=0)
