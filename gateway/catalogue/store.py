@@ -49,6 +49,9 @@ class Page:
 class Catalogue:
     def __init__(self, database: Database) -> None:
         self.database = database
+        # Built once: constructing the upsert (its ``excluded`` alias copies every column) cost ~0.6 ms of
+        # CPU per stored caption, a tenth of the gateway's own cost per request (issue 16's profile).
+        self._store_statement = _refreshing_upsert(database.dialect)
 
     @property
     def engine_name(self) -> str:
@@ -79,7 +82,8 @@ class Catalogue:
         ``write_back``: what the producer wrote beside the image, or deferred to approval."""
         values = _values(line, params, source)
         values["write_back"] = _json(write_back)
-        return await self._upsert(values, _refresh)
+        async with self.database.begin() as connection:
+            return int((await connection.execute(self._store_statement, values)).scalar_one())
 
     async def restore(self, entry: CatalogueEntry) -> int:
         """Puts back an exported entry as it was (review status, edits, times); ``db import`` uses it."""
@@ -192,6 +196,14 @@ def search_text(line: CaptionLine, edited: EditedFields | None) -> dict[str, str
         "keywords": " ".join(keywords or []),
         "visible_text": " ".join(line.visible_text or []),
     }
+
+
+def _refreshing_upsert(dialect: str) -> Any:
+    """``store``'s statement, its values given when it runs: insert, or refresh the row (``_refresh``)."""
+    insert = postgres_insert if dialect == "postgresql" else sqlite_insert
+    new = insert(captions)
+    refresh = new.on_conflict_do_update(index_elements=list(UNIQUE), set_=_refresh(new.excluded))
+    return refresh.returning(captions.c.id)
 
 
 def _refresh(new: Any) -> dict[str, Any]:
