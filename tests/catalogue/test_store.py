@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from gateway.catalogue import CaptionQuery, Catalogue, identity_of, open_catalogue
-from gateway.errors import CaptionNotFound, InvalidInput
+from gateway.errors import CaptionNotFound, CatalogueUnavailable, InvalidInput
 from gateway.records import CaptionLine, CaptionParams, CatalogueEntry, EditedFields
 from gateway.settings import Settings
 
@@ -177,3 +179,48 @@ async def test_many_results_stored_at_once_are_all_kept(catalogue: Catalogue) ->
     lines = [line(f"{i}.jpg", f"Photo {i}.") for i in range(64)]
     await asyncio.gather(*(catalogue.store(each, PARAMS, "batch") for each in lines))
     assert await catalogue.count() == 64
+
+
+async def test_results_stored_at_once_are_all_kept_each_caller_with_its_own_row(catalogue: Catalogue) -> None:
+    """Group commit: 40 results stored together share transactions, and each caller gets its own row."""
+    lines = [line(f"burst-{i}.jpg", f"Photo number {i} of a busy street.") for i in range(40)]
+    ids = await asyncio.gather(*(catalogue.store(one, PARAMS, "api") for one in lines))
+    assert len(set(ids)) == 40
+    for one, caption_id in zip(lines, ids, strict=True):
+        assert (await catalogue.get(caption_id)).caption == one.caption
+    # The same version twice in one burst is one row, holding the later text.
+    again = [line("twice.jpg", "First text."), line("twice.jpg", "Second text.")]
+    first, second = await asyncio.gather(*(catalogue.store(one, PARAMS, "api") for one in again))
+    assert first == second
+    assert (await catalogue.get(first)).caption == "Second text."
+
+
+async def test_a_caller_that_leaves_does_not_take_the_others_rows_with_it(catalogue: Catalogue) -> None:
+    stores = [asyncio.ensure_future(catalogue.store(line(f"left-{i}.jpg", "A quiet harbour."), PARAMS, "api"))
+              for i in range(10)]  # fmt: skip
+    await asyncio.sleep(0)
+    stores[0].cancel()  # its client went away while its row waited for the transaction
+    kept = await asyncio.gather(*stores[1:])
+    assert len(set(kept)) == 9
+    await asyncio.sleep(0.5)  # the cancelled caller's row is written anyway: the caption was made
+    assert await catalogue.lookup(identity_of("s3://photos/left-0.jpg", "e1"), PARAMS) is not None
+
+
+async def test_a_database_that_goes_away_fails_every_waiting_store_none_hangs(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'kept.db'}"
+    async with open_catalogue(Settings(DATABASE_URL=url, DATABASE_TIMEOUT_S=1)) as catalogue:  # type: ignore[call-arg]
+        await catalogue.store(line("before.jpg", "Kept."), PARAMS, "api")
+        database = catalogue.database
+        kept_engine = database.engine
+        # The fault: the database's file is out of reach (its directory is gone), so no write can start.
+        database.engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'gone' / 'gone.db'}")
+        try:
+            async with asyncio.timeout(20):
+                outcomes = await asyncio.gather(
+                    *(catalogue.store(line(f"after-{i}.jpg", "Lost."), PARAMS, "api") for i in range(10)),
+                    return_exceptions=True,
+                )
+        finally:
+            await database.engine.dispose()
+            database.engine = kept_engine
+    assert all(isinstance(outcome, CatalogueUnavailable) for outcome in outcomes), outcomes
