@@ -85,8 +85,16 @@ TARGETS = {  # issue 16's (throughput, latency, CPU, prefix cache) and issue 5's
 Variants = dict[str, Path | None]  # "now" -> this tree; "before" -> an older commit's gateway package
 
 
-def caption_bodies(keys: list[str]) -> list[bytes]:
-    return [json.dumps({"s3_uri": f"s3://{BUCKET}/{key}"}).encode() for key in keys]
+DISTINCT_REQUESTS = 20_000  # more than any section sends, so no two requests are alike
+
+
+def caption_bodies(keys: list[str], count: int = DISTINCT_REQUESTS) -> list[bytes]:
+    """Every request different (its own ``prompt``): identical concurrent requests share one computation
+    (gateway/caching.py), which would measure coalescing, not the pipeline, and flatter every figure."""
+    return [
+        json.dumps({"s3_uri": f"s3://{BUCKET}/{keys[i % len(keys)]}", "prompt": f"request {i}"}).encode()
+        for i in range(count)
+    ]
 
 
 def load(

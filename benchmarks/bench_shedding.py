@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import sys
@@ -45,10 +44,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # also runnable as `python benchmarks/bench_shedding.py`
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_gateway import SMALL_OBJECTS, SMALL_SIZE  # noqa: E402
+from benchmarks.bench_gateway import SMALL_OBJECTS, SMALL_SIZE, caption_bodies  # noqa: E402
 from benchmarks.load import Connection, run_load  # noqa: E402
 from benchmarks.report import publish  # noqa: E402
-from benchmarks.stack import BUCKET, Stack, cpu_seconds, seed, start_backend, start_gateway  # noqa: E402
+from benchmarks.stack import Stack, cpu_seconds, seed, start_backend, start_gateway  # noqa: E402
 from gateway.settings import Settings  # noqa: E402
 from tests.support.images import photo  # noqa: E402
 from tests.support.processes import Proc, Procs  # noqa: E402
@@ -63,7 +62,6 @@ RATE_FACTORS = (0.5, 1.0, 1.5, 2.0)
 MAX_CONNECTIONS = 1500  # the load generator's own bound; arrivals beyond it are counted, not sent
 REQUEST_TIMEOUT_S = 60.0
 KNEE_SHARE = 0.95
-DISTINCT_REQUESTS = 20_000  # more than any round sends, so no two requests are alike
 GOALS = {"throughput_share_min": 0.90, "p99_growth_max": 2.0, "shed_p99_ms_max": 50.0}
 
 
@@ -75,15 +73,6 @@ def stage(name: str) -> Iterator[None]:
     print(
         f"  done in {time.perf_counter() - start:.1f} s (load average {os.getloadavg()[0]:.2f})", flush=True
     )
-
-
-def distinct_bodies(keys: list[str], count: int = DISTINCT_REQUESTS) -> list[bytes]:
-    """Every request different (its own prompt): identical concurrent requests share one computation
-    (gateway/caching.py), which would measure coalescing, not the pipeline under load."""
-    return [
-        json.dumps({"s3_uri": f"s3://{BUCKET}/{keys[i % len(keys)]}", "prompt": f"request {i}"}).encode()
-        for i in range(count)
-    ]
 
 
 def pct(values: list[float], q: float) -> float:
@@ -314,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         "image": f"{SMALL_SIZE[0]}x{SMALL_SIZE[1]} JPEG, {SMALL_OBJECTS} objects, passed through",
     }
     keys = [f"small-{i}.jpg" for i in range(SMALL_OBJECTS)]
-    bodies = distinct_bodies(keys)
+    bodies = caption_bodies(keys)
     with tempfile.TemporaryDirectory(prefix="florence-shed-") as workdir:
         stack = Stack(Procs(Path(workdir)))
         try:
