@@ -51,6 +51,10 @@ SEED: dict[str, Callable[[], bytes]] = {
     "strip-2000-to-1.jpg": images.long_strip,
 }
 
+# The app under test shares its event loop with the test (and with the fake backends): how late that loop
+# runs says nothing about the gateway, so the lag part of admission control is off unless a test sets it
+# (tests/test_admission.py tests it directly; a served gateway in its own process keeps the default).
+IN_PROCESS = {"MAX_LOOP_LAG_MS": 0}
 GatewayFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
 ServedGatewayFactory = Callable[..., AbstractAsyncContextManager[str]]
 
@@ -68,7 +72,7 @@ def gateway_factory(base: dict[str, Any]) -> GatewayFactory:
     ) -> AsyncIterator[httpx.AsyncClient]:
         # A fresh catalogue (SQLite under a new DATA_DIR) for every gateway: no test sees another's captions.
         with tempfile.TemporaryDirectory(prefix="florence-gateway-") as data_dir:
-            settings = Settings(**{"DATA_DIR": data_dir, **base, **overrides})
+            settings = Settings(**{"DATA_DIR": data_dir, **IN_PROCESS, **base, **overrides})
             app = create_app(settings, url_hooks=url_hooks)
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
             async with app.router.lifespan_context(app):
@@ -116,7 +120,7 @@ def gateway_server_factory(base: dict[str, Any]) -> ServerFactory:
     @asynccontextmanager
     async def open_server(**overrides: Any) -> AsyncIterator[ServedGateway]:
         with tempfile.TemporaryDirectory(prefix="florence-gateway-") as data_dir:
-            settings = Settings(**{"DATA_DIR": data_dir, **base, **overrides})
+            settings = Settings(**{"DATA_DIR": data_dir, **IN_PROCESS, **base, **overrides})
             async with serving(create_app(settings), settings) as url:
                 async with httpx.AsyncClient(base_url=url, timeout=30) as client:
                     yield ServedGateway(url, client, settings)
