@@ -148,12 +148,14 @@ class RequestGuard:
             scope.setdefault("state", {})["client_gone"] = True
             return
         body_read: asyncio.Event | None = None  # None: the app has nothing left to read
-        replay: Receive = receive
-        if policy.streams_body:
-            streamed = _StreamedBody(receive, policy, _has_body(headers))
+        replay: Receive
+        if policy.streams_body and _has_body(headers):
+            streamed = _StreamedBody(receive, policy, watched=policy.admission is not None)
             replay, body_read, send = streamed, streamed.done, streamed.closing(send)
-        elif body is not None:
-            replay = _replay(body, receive)
+        else:
+            # Its body (empty when none was sent) from here: the server's own messages are left to the
+            # disconnect watch, which would otherwise take the one empty-body message the app waits for.
+            replay = _replay(body or b"", receive)
         if policy.admission is None:
             await self.app(inner, replay, send)
             return
@@ -283,20 +285,21 @@ class _StreamedBody:
     """The app's ``receive`` for a route that streams its body: the guard's cap and deadline, applied as
     the route reads. Refusals are raised into the route (a ``GatewayError``, answered in the envelope)."""
 
-    def __init__(self, receive: Receive, policy: RoutePolicy, has_body: bool) -> None:
-        self._receive, self._policy = receive, policy
-        self._deadline = asyncio.get_running_loop().time() + policy.body_timeout_s
+    def __init__(self, receive: Receive, policy: RoutePolicy, *, watched: bool) -> None:
+        self._receive, self._policy, self._watched = receive, policy, watched
+        # Only the time spent waiting for the client counts: the route may wait between reads for an
+        # admission place or an image slot, and that is the server's time, not the client's.
+        self._budget_s = policy.body_timeout_s
         self._size = 0
         self._refused = False
         self.done = asyncio.Event()  # the body is whole: from here on, receive() only reports a disconnect
-        if not has_body:
-            self.done.set()
 
     async def __call__(self) -> Message:
         if self.done.is_set():
             return await self._receive()
+        started = asyncio.get_running_loop().time()
         try:
-            async with asyncio.timeout_at(self._deadline):
+            async with asyncio.timeout(max(self._budget_s, 0.0)):
                 message = await self._receive()
         except TimeoutError:
             self.done.set()
@@ -305,7 +308,15 @@ class _StreamedBody:
                 f"the request body did not arrive within {self._policy.body_timeout_s:g} s "
                 "(CLIENT_BODY_TIMEOUT_S)"
             ) from None
-        if message["type"] == "http.disconnect" or not message.get("more_body", False):
+        self._budget_s -= asyncio.get_running_loop().time() - started
+        if message["type"] == "http.disconnect":
+            self.done.set()
+            if self._watched:
+                # The guard's watch reads the same disconnect and cancels this request (a 499); handing it
+                # to the route instead would end the request as an error.
+                await asyncio.Event().wait()
+            return message
+        if not message.get("more_body", False):
             self.done.set()
         self._size += len(message.get("body", b""))
         if self._size > self._policy.max_body_bytes:

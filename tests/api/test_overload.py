@@ -4,12 +4,14 @@ leaves takes its work with it (a real uvicorn server, since only a real connecti
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 
 import httpx
 
 from tests.support.fake_openai import FakeOpenAI, Reply
 from tests.support.gateway import BUCKET, GatewayFactory, ServedGatewayFactory
+from tests.support.images import photo
 
 URI = f"s3://{BUCKET}/in-budget.jpg"
 # The queue's own rules, counted exactly: no refusals because a busy test machine made the loop run late.
@@ -89,3 +91,32 @@ async def test_a_client_that_leaves_while_queued_never_reaches_the_vlm(
         await asyncio.sleep(1.0)  # had they stayed queued, they would reach the VLM now
     assert len(fake_vlm.requests) == 1
     assert fake_vlm.closed_early == []
+
+
+async def test_time_spent_queued_is_not_charged_to_the_clients_body(
+    served_gateway: ServedGatewayFactory, fake_vlm: FakeOpenAI
+) -> None:
+    """A 5.7 MB base64 body sent at once, queued 1.5 s behind another caption, with a 0.5 s body deadline:
+    the wait is the server's, so the body is read and captioned, not a 408."""
+    fake_vlm.reset(Reply(delay_s=1.5, content=fake_vlm.default.content))
+    image = base64.b64encode(photo(2400, 1800, quality=95)).decode()
+    served = served_gateway(MAX_INFLIGHT=1, MAX_QUEUED=4, QUEUE_TIMEOUT_S=10, CLIENT_BODY_TIMEOUT_S=0.5)
+    async with served as url, httpx.AsyncClient(base_url=url, timeout=30) as client:
+        first = asyncio.create_task(client.post("/caption", json=request(0)))
+        await wait_for(lambda: len(fake_vlm.requests) == 1)
+        second = await client.post("/caption", json={"image_base64": image})
+        assert (await first).status_code == 200
+    assert second.status_code == 200, second.text
+
+
+async def test_an_empty_body_queued_behind_another_is_answered_not_held(
+    gateway: GatewayFactory, fake_vlm: FakeOpenAI
+) -> None:
+    fake_vlm.reset(Reply(delay_s=1.0, content=fake_vlm.default.content))
+    async with gateway(MAX_INFLIGHT=1, MAX_QUEUED=4, QUEUE_TIMEOUT_S=10) as client:
+        first = asyncio.create_task(client.post("/caption", json=request(0)))
+        await wait_for(lambda: len(fake_vlm.requests) == 1)
+        async with asyncio.timeout(10):  # it used to wait for a body the disconnect watch had taken
+            empty = await client.post("/caption", headers={"content-type": "application/json"})
+        assert (await first).status_code == 200
+    assert empty.status_code == 422
