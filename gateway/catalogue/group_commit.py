@@ -38,7 +38,8 @@ class GroupCommit:
     async def store(self, values: dict[str, Any]) -> int:
         row = _Row(values)
         self._waiting.append(row)
-        if self._writer is None or self._writer.done():
+        writer = self._writer
+        if writer is None or writer.done() or writer.get_loop() is not asyncio.get_running_loop():
             self._writer = asyncio.create_task(self._write_all())
         # A caller that gives up (its client left) does not take the batch with it: its row is still kept.
         return await asyncio.shield(row.stored)
@@ -47,7 +48,12 @@ class GroupCommit:
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
-                await self._write(batch)
+                # In key order (stable: a key stored twice keeps its order, the later text wins), so two
+                # processes' batches lock rows in the same order and cannot deadlock on PostgreSQL.
+                batch.sort(key=lambda row: (row.values["identity"], row.values["params_key"]))
+                if not await self._write(batch) and len(batch) > 1:
+                    for row in batch:  # one bad row must not cost the others their place
+                        await self._write([row])
         except asyncio.CancelledError:  # the process is stopping: nobody is left waiting unanswered
             closing = CatalogueUnavailable("the catalogue was closing; this result was not kept")
             for row in self._waiting:
@@ -55,14 +61,22 @@ class GroupCommit:
             self._waiting = []
             raise
 
-    async def _write(self, batch: list[_Row]) -> None:
+    async def _write(self, batch: list[_Row]) -> bool:
+        """One transaction for ``batch``. False when it failed for a reason other than the database being
+        unavailable (then a batch is worth retrying row by row); its rows are failed only when alone."""
         try:
             async with self._database.begin() as connection:
                 ids = [int((await connection.execute(self._statement, r.values)).scalar_one()) for r in batch]
-        except Exception as exc:  # every row of a failed transaction fails alike, with its error
+        except CatalogueUnavailable as exc:
+            if exc.retry_after is None and len(batch) > 1:  # a failed query, not an outage: row by row
+                return False
             for row in batch:
                 _fail(row, exc)
-            return
+            return True
+        except Exception as exc:  # a bug: every row of the transaction fails with it
+            for row in batch:
+                _fail(row, exc)
+            return True
         except asyncio.CancelledError:
             for row in batch:
                 _fail(row, CatalogueUnavailable("the catalogue was closing; this result was not kept"))
@@ -70,6 +84,7 @@ class GroupCommit:
         for row, caption_id in zip(batch, ids, strict=True):
             if not row.stored.done():
                 row.stored.set_result(caption_id)
+        return True
 
 
 def _fail(row: _Row, exc: Exception) -> None:
